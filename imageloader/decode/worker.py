@@ -1,0 +1,1 @@
+"""Worker-side entry points (filled in by the decode pipeline)."""

@@ -1,0 +1,572 @@
+"""``ImageLoader``: the one object that owns the registry, cache, pools, session and events.
+
+One request flows: cache hit → return; already in flight → await the same task;
+otherwise a task takes a request-pool slot, resolves the scheme's loader, runs it
+(fetch over the shared session, decode in the decode pool) and caches the Image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from . import events as ev
+from .cache import ImageCache
+from .errors import (
+    CacheFullError,
+    ImageLoaderError,
+    LoadCancelledError,
+    LoaderClosedError,
+    LoadFailedError,
+)
+from .image import Image
+from .metadata import MetadataRegistry
+from .registry import ImageLoaderFunction, LoaderRegistry, split_scheme
+from .request_pool import RequestPool, RequestType, Ticket
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .decode.pool import DecodePool
+    from .http import HttpClient, HttpOptions
+    from .limits import Limits
+    from .security import AccessPolicy
+
+__all__ = ["ImageLoader", "LoadContext", "LoadOptions"]
+
+DEFAULT_CACHE_SIZE = 1 << 30  # Cornerstone's default: 1 GiB
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """Options that change the pixels a load produces (part of the in-flight key).
+
+    ``prescale``: apply the modality LUT (Cornerstone's ``preScale.enabled``).
+    ``use_rgba``: colour images as RGBA instead of RGB.
+    """
+
+    prescale: bool = True
+    use_rgba: bool = False
+
+
+@dataclass(slots=True)
+class LoadContext:
+    """What a loader coroutine gets besides the imageId.
+
+    ``request_type`` and ``priority`` are those the load runs at (they may rise while
+    it waits, when a more urgent caller joins); loaders pass them on to the decode
+    pool. ``loader`` is the owning :class:`ImageLoader`.
+    """
+
+    loader: ImageLoader
+    image_id: str
+    options: LoadOptions
+    request_type: RequestType
+    priority: float
+    ticket: Ticket | None = None
+
+    @property
+    def metadata(self) -> MetadataRegistry:
+        """The loader's metadata registry."""
+        return self.loader.metadata
+
+    @property
+    def decode_pool(self) -> DecodePool:
+        """The loader's decode pool (started on first use)."""
+        return self.loader.decode_pool
+
+    @property
+    def http(self) -> HttpClient:
+        """The loader's HTTP client over the one shared aiohttp session."""
+        return self.loader.http
+
+    @property
+    def limits(self) -> Limits:
+        """Size limits against hostile or broken input."""
+        return self.loader.limits
+
+    @property
+    def access(self) -> AccessPolicy:
+        """Which schemes, hosts and file roots this loader may touch."""
+        return self.loader.access
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _Flight:
+    """One running load and the callers awaiting it."""
+
+    __slots__ = ("cache", "cache_error", "cancelled_by_user", "ctx", "task", "waiters")
+
+    def __init__(self, ctx: LoadContext) -> None:
+        self.ctx = ctx
+        self.task: asyncio.Task[Image] | None = None
+        self.waiters = 0
+        self.cache = False
+        self.cache_error: CacheFullError | None = None
+        self.cancelled_by_user = False
+
+
+class ImageLoader:
+    """Loads images by imageId: scheme dispatch, request pool, cache, decode pool, events.
+
+    Use as an async context manager (or call :meth:`aclose`)::
+
+        async with ImageLoader(max_web_workers=2) as loader:
+            image = await loader.load_and_cache_image("dicomfile:/data/ct.dcm")
+
+    Entering starts nothing heavy: decode workers and the HTTP session start on
+    first use. Leaving cancels loads in flight, closes the session (unless it was
+    passed in) and stops every worker process.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_web_workers: int | None = None,
+        max_cache_size_bytes: int = DEFAULT_CACHE_SIZE,
+        request_limits: Mapping[RequestType | str, int] | None = None,
+        max_concurrent_requests: int | None = None,
+        starvation_seconds: float = 5.0,
+        prescale: bool = True,
+        use_rgba: bool = False,
+        session: aiohttp.ClientSession | None = None,
+        http: HttpOptions | None = None,
+        limits: Limits | None = None,
+        access: AccessPolicy | None = None,
+        decode_timeout: float | None = 60.0,
+        builtin_loaders: bool = True,
+    ) -> None:
+        self.events = ev.EventBus()
+        self.cache = ImageCache(max_cache_size_bytes, self.events)
+        self.metadata = MetadataRegistry()
+        self.registry = LoaderRegistry()
+        self.request_pool = RequestPool(
+            request_limits, capacity=max_concurrent_requests, starvation_seconds=starvation_seconds
+        )
+        self.default_options = LoadOptions(prescale=prescale, use_rgba=use_rgba)
+        self.max_web_workers = max_web_workers
+        self.decode_timeout = decode_timeout
+        self._session = session
+        self._http_options = http
+        self._limits = limits
+        self._access = access
+        self._decode_pool: DecodePool | None = None
+        self._http: HttpClient | None = None
+        self._state = _State.UNOPENED
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: dict[tuple[str, LoadOptions], _Flight] = {}
+        self._closers: list[Callable[[], Any]] = []
+        if builtin_loaders:
+            from .builtins import register_builtin_loaders
+
+            register_builtin_loaders(self)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> ImageLoader:
+        self._open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has run."""
+        return self._state is _State.CLOSED
+
+    def _open(self) -> asyncio.AbstractEventLoop:
+        if self._state is _State.CLOSED:
+            raise LoaderClosedError("this ImageLoader is closed")
+        loop = asyncio.get_running_loop()
+        if self._state is _State.UNOPENED:
+            self._state = _State.OPEN
+            self._loop = loop
+        elif self._loop is not loop:
+            raise LoaderClosedError(
+                "this ImageLoader belongs to another event loop; create one per loop"
+            )
+        return loop
+
+    def add_closer(self, closer: Callable[[], Any]) -> None:
+        """Run ``closer()`` (sync, or returning an awaitable) when the loader closes."""
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        """Cancel loads in flight, stop workers, close the session. Idempotent."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        tasks = [f.task for f in self._inflight.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._inflight.clear()
+        try:
+            for closer in reversed(self._closers):
+                result = closer()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            if self._http is not None:
+                await self._http.aclose()
+            if self._decode_pool is not None:
+                await self._decode_pool.aclose()
+        finally:
+            self.events.close()
+
+    close = aclose
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if getattr(self, "_state", None) is _State.OPEN:
+            _warn(
+                f"unclosed {self!r}: use 'async with ImageLoader()' or 'await loader.aclose()'",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )
+
+    def __repr__(self) -> str:
+        return f"<ImageLoader {self._state.value} cache={self.cache.size_bytes}B>"
+
+    # -- owned resources (created on first use) ----------------------------------------
+    @property
+    def decode_pool(self) -> DecodePool:
+        """The decode pool (``max_web_workers`` processes, started on demand)."""
+        if self._decode_pool is None:
+            if self._state is _State.CLOSED:
+                raise LoaderClosedError("this ImageLoader is closed")
+            from .decode.pool import DecodePool
+
+            self._decode_pool = DecodePool(self.max_web_workers, task_timeout=self.decode_timeout)
+        return self._decode_pool
+
+    @property
+    def http(self) -> HttpClient:
+        """The HTTP client over the one shared aiohttp session (created on first request)."""
+        if self._http is None:
+            if self._state is _State.CLOSED:
+                raise LoaderClosedError("this ImageLoader is closed")
+            from .http import HttpClient
+
+            self._http = HttpClient(
+                self._http_options, session=self._session, limits=self.limits, access=self.access
+            )
+        return self._http
+
+    @property
+    def limits(self) -> Limits:
+        """Limits against hostile input (response bytes, pixels, frames)."""
+        if self._limits is None:
+            from .limits import Limits
+
+            self._limits = Limits()
+        return self._limits
+
+    @property
+    def access(self) -> AccessPolicy:
+        """Allowed schemes, hosts and file roots (everything, unless configured)."""
+        if self._access is None:
+            from .security import AccessPolicy
+
+            self._access = AccessPolicy()
+        return self._access
+
+    # -- registry ----------------------------------------------------------------------
+    def register_image_loader(self, scheme: str, loader: ImageLoaderFunction) -> None:
+        """Serve imageIds of ``scheme`` with ``async def loader(image_id, ctx) -> Image``."""
+        self.registry.register(scheme, loader)
+
+    def register_unknown_image_loader(
+        self, loader: ImageLoaderFunction | None
+    ) -> ImageLoaderFunction | None:
+        """Set the loader for schemes with none; returns the previous one."""
+        return self.registry.register_unknown(loader)
+
+    # -- loading -----------------------------------------------------------------------
+    async def load_image(
+        self,
+        image_id: str,
+        *,
+        request_type: RequestType | str = RequestType.INTERACTION,
+        priority: float = 0,
+        prescale: bool | None = None,
+        use_rgba: bool | None = None,
+    ) -> Image:
+        """Load an image without caching it (a cached or in-flight entry is reused)."""
+        return await self._load(image_id, request_type, priority, prescale, use_rgba, cache=False)
+
+    async def load_and_cache_image(
+        self,
+        image_id: str,
+        *,
+        request_type: RequestType | str = RequestType.INTERACTION,
+        priority: float = 0,
+        prescale: bool | None = None,
+        use_rgba: bool | None = None,
+    ) -> Image:
+        """Load an image and keep it in the cache.
+
+        Options that differ from the loader's defaults (``prescale``, ``use_rgba``)
+        give a different image, which is loaded but neither read from nor put in the
+        cache (the cache holds one image per imageId).
+        """
+        return await self._load(image_id, request_type, priority, prescale, use_rgba, cache=True)
+
+    @overload
+    async def load_and_cache_images(
+        self,
+        image_ids: Iterable[str],
+        *,
+        request_type: RequestType | str = ...,
+        priority: float = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[Image]: ...
+
+    @overload
+    async def load_and_cache_images(
+        self,
+        image_ids: Iterable[str],
+        *,
+        request_type: RequestType | str = ...,
+        priority: float = ...,
+        return_exceptions: Literal[True],
+    ) -> list[Image | ImageLoaderError]: ...
+
+    async def load_and_cache_images(
+        self,
+        image_ids: Iterable[str],
+        *,
+        request_type: RequestType | str = RequestType.PREFETCH,
+        priority: float = 0,
+        return_exceptions: bool = False,
+    ) -> list[Image] | list[Image | ImageLoaderError]:
+        """Load and cache many images; the list is in the order given.
+
+        The first failure cancels the rest and is raised, unless
+        ``return_exceptions`` puts each error in its image's place instead.
+        """
+        ids = list(image_ids)
+        results: list[Image | ImageLoaderError | None] = [None] * len(ids)
+        async for index, result in self._run_many(ids, request_type, priority, return_exceptions):
+            results[index] = result
+        return results  # type: ignore[return-value]
+
+    async def iter_images(
+        self,
+        image_ids: Iterable[str],
+        *,
+        request_type: RequestType | str = RequestType.PREFETCH,
+        priority: float = 0,
+        cache: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Image | ImageLoaderError]:
+        """Yield images as each completes (not in order).
+
+        The first failure cancels the rest and is raised, unless
+        ``return_exceptions`` yields the error (which names its imageId) instead.
+        Leaving the loop early cancels the loads still running.
+        """
+        async for _, result in self._run_many(
+            list(image_ids), request_type, priority, return_exceptions, cache=cache
+        ):
+            yield result
+
+    async def _run_many(
+        self,
+        ids: Sequence[str],
+        request_type: RequestType | str,
+        priority: float,
+        return_exceptions: bool,
+        *,
+        cache: bool = True,
+    ) -> AsyncIterator[tuple[int, Image | ImageLoaderError]]:
+        # A sliding window of tasks: enough to keep every slot busy, without one task
+        # per imageId for a 100,000-image prefetch.
+        window = max(2 * self.request_pool.capacity, 8)
+        pending: dict[asyncio.Task[Image], int] = {}
+        position = 0
+
+        def refill() -> None:
+            nonlocal position
+            while position < len(ids) and len(pending) < window:
+                coro = self._load(ids[position], request_type, priority, None, None, cache=cache)
+                pending[asyncio.ensure_future(coro)] = position
+                position += 1
+
+        try:
+            refill()
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    index = pending.pop(task)
+                    exc = (
+                        task.exception()
+                        if not task.cancelled()
+                        else LoadCancelledError("load was cancelled", image_id=ids[index])
+                    )
+                    if exc is None:
+                        yield index, task.result()
+                    elif return_exceptions and isinstance(exc, ImageLoaderError):
+                        yield index, exc
+                    else:
+                        raise exc
+                refill()
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def cancel_load_image(self, image_id: str) -> bool:
+        """Cancel the load of ``image_id`` in flight; its awaiters get LoadCancelledError.
+
+        Returns whether a load was in flight.
+        """
+        found = False
+        for (flight_id, _), flight in list(self._inflight.items()):
+            if flight_id == image_id and flight.task is not None and not flight.task.done():
+                flight.cancelled_by_user = True
+                flight.task.cancel()
+                found = True
+        return found
+
+    def is_loading(self, image_id: str) -> bool:
+        """Whether a load of ``image_id`` is in flight."""
+        return any(key[0] == image_id for key in self._inflight)
+
+    @property
+    def in_flight(self) -> int:
+        """Loads in flight (each may have many awaiters)."""
+        return len(self._inflight)
+
+    async def _load(
+        self,
+        image_id: str,
+        request_type: RequestType | str,
+        priority: float,
+        prescale: bool | None,
+        use_rgba: bool | None,
+        *,
+        cache: bool,
+    ) -> Image:
+        self._open()
+        options = self.default_options
+        if (prescale is not None and prescale != options.prescale) or (
+            use_rgba is not None and use_rgba != options.use_rgba
+        ):
+            options = LoadOptions(
+                prescale=options.prescale if prescale is None else prescale,
+                use_rgba=options.use_rgba if use_rgba is None else use_rgba,
+            )
+        cacheable = options is self.default_options
+        if cacheable:
+            image = self.cache.get_image(image_id) if isinstance(image_id, str) else None
+            if image is not None:
+                return image
+        rtype = RequestType(request_type)
+        key = (image_id, options)
+        flight = self._inflight.get(key)
+        if flight is None or flight.task is None or flight.task.done():
+            try:
+                split_scheme(image_id)
+                self.registry.resolve(image_id)
+            except ImageLoaderError as exc:
+                self.events.emit(ev.IMAGE_LOAD_FAILED, str(image_id), error=exc)
+                raise
+            flight = _Flight(LoadContext(self, image_id, options, rtype, priority))
+            flight.task = asyncio.get_running_loop().create_task(
+                self._run(key, flight), name=f"imageloader:{image_id[:200]}"
+            )
+            flight.task.add_done_callback(functools.partial(self._settled, key, flight))
+            self._inflight[key] = flight
+        else:
+            self._raise_priority(flight, rtype, priority)
+        if cache and cacheable:
+            flight.cache = True
+        flight.waiters += 1
+        task = flight.task
+        try:
+            image = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                # The load was cancelled, not this caller: say why, as an error.
+                if self._state is _State.CLOSED:
+                    raise LoaderClosedError(
+                        "the ImageLoader closed during the load", image_id=image_id
+                    ) from None
+                raise LoadCancelledError("load was cancelled", image_id=image_id) from None
+            raise
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not task.done():
+                task.cancel()  # nobody awaits it any more
+        if cache and flight.cache_error is not None:
+            raise flight.cache_error
+        return image
+
+    def _settled(
+        self, key: tuple[str, LoadOptions], flight: _Flight, task: asyncio.Task[Image]
+    ) -> None:
+        # Also reached by a task cancelled before it ever ran (its finally never runs).
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: its awaiters may all have left
+
+    def _raise_priority(self, flight: _Flight, rtype: RequestType, priority: float) -> None:
+        ctx = flight.ctx
+        if (rtype.rank, priority) < (ctx.request_type.rank, ctx.priority):
+            ctx.request_type, ctx.priority = rtype, priority
+            if ctx.ticket is not None:
+                self.request_pool.reprioritize(ctx.ticket, rtype, priority)
+
+    async def _run(self, key: tuple[str, LoadOptions], flight: _Flight) -> Image:
+        image_id = key[0]
+        ctx = flight.ctx
+        started = time.perf_counter()
+        try:
+            try:
+                ctx.ticket = await self.request_pool.acquire(ctx.request_type, ctx.priority)
+                try:
+                    loader = self.registry.resolve(image_id)
+                    image = await loader(image_id, ctx)
+                finally:
+                    self.request_pool.release(ctx.ticket)
+                if not isinstance(image, Image):
+                    raise LoadFailedError(
+                        f"the {split_scheme(image_id)[0]!r} loader returned "
+                        f"{type(image).__name__}, not an Image",
+                        image_id=image_id,
+                    )
+            except (asyncio.CancelledError, ImageLoaderError):
+                raise
+            except Exception as exc:
+                raise LoadFailedError(
+                    f"loader failed: {type(exc).__name__}: {exc}", image_id=image_id
+                ) from exc
+            image.load_time_ms = (time.perf_counter() - started) * 1000.0
+            if flight.cache:
+                try:
+                    self.cache.put_image(image)
+                except CacheFullError as exc:
+                    flight.cache_error = exc
+            self.events.emit(ev.IMAGE_LOADED, image_id, image=image)
+            return image
+        except ImageLoaderError as exc:
+            self.events.emit(ev.IMAGE_LOAD_FAILED, image_id, error=exc)
+            raise
+        finally:
+            if self._inflight.get(key) is flight:
+                del self._inflight[key]

@@ -1,0 +1,82 @@
+"""Scheme → loader registry (Cornerstone's ``registerImageLoader``).
+
+The scheme is the text before the first ``:`` of the imageId. A registry is a plain
+object: each :class:`~imageloader.ImageLoader` owns one, and tests create their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import InvalidImageIdError, UnknownSchemeError
+
+if TYPE_CHECKING:
+    from .image import Image
+    from .loader import LoadContext
+
+__all__ = ["ImageLoaderFunction", "LoaderRegistry", "split_scheme"]
+
+
+class ImageLoaderFunction(Protocol):
+    """A loader: ``async def load(image_id, ctx) -> Image``."""
+
+    def __call__(self, image_id: str, ctx: LoadContext, /) -> Awaitable[Image]: ...
+
+
+def split_scheme(image_id: object) -> tuple[str, str]:
+    """``"wadors:https://x/y"`` → ``("wadors", "https://x/y")``.
+
+    Raises :class:`InvalidImageIdError` for an empty or non-str imageId. An imageId
+    without ``:`` has the empty scheme, which only a fallback loader can serve.
+    """
+    if not isinstance(image_id, str):
+        raise InvalidImageIdError(
+            f"imageId must be a str, not {type(image_id).__name__}", image_id=repr(image_id)
+        )
+    if not image_id or image_id.isspace():
+        raise InvalidImageIdError("imageId is empty", image_id=image_id)
+    scheme, sep, rest = image_id.partition(":")
+    if not sep:
+        return "", image_id
+    return scheme, rest
+
+
+class LoaderRegistry:
+    """Maps schemes to loader coroutines, with an optional fallback for unknown schemes."""
+
+    def __init__(self) -> None:
+        self._loaders: dict[str, ImageLoaderFunction] = {}
+        self._unknown: ImageLoaderFunction | None = None
+
+    def register(self, scheme: str, loader: ImageLoaderFunction) -> None:
+        """Serve imageIds of ``scheme`` with ``loader`` (replacing any earlier one)."""
+        if not scheme or ":" in scheme:
+            raise ValueError(f"invalid scheme {scheme!r}")
+        if not callable(loader):
+            raise TypeError("loader must be callable: async def load(image_id, ctx) -> Image")
+        self._loaders[scheme] = loader
+
+    def unregister(self, scheme: str) -> ImageLoaderFunction | None:
+        """Remove the loader of ``scheme``; returns it (or None)."""
+        return self._loaders.pop(scheme, None)
+
+    def register_unknown(self, loader: ImageLoaderFunction | None) -> ImageLoaderFunction | None:
+        """Set the fallback for schemes with no loader; returns the previous fallback."""
+        previous, self._unknown = self._unknown, loader
+        return previous
+
+    @property
+    def schemes(self) -> frozenset[str]:
+        """The registered schemes."""
+        return frozenset(self._loaders)
+
+    def resolve(self, image_id: str) -> ImageLoaderFunction:
+        """The loader for ``image_id``, or :class:`UnknownSchemeError`."""
+        scheme, _ = split_scheme(image_id)
+        loader = self._loaders.get(scheme)
+        if loader is not None:
+            return loader
+        if self._unknown is not None:
+            return self._unknown
+        raise UnknownSchemeError(scheme, image_id=image_id)

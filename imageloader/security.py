@@ -1,0 +1,98 @@
+"""Access policy for services that take imageIds from their users.
+
+By default everything is allowed (a script loading its own data). A service sets
+allow-lists: schemes, HTTP hosts, and file roots that ``dicomfile:`` and ``nifti:``
+paths must resolve into (after following symlinks, so neither ``..`` nor a symlink
+escapes). A refused imageId raises :class:`~imageloader.errors.AccessDeniedError`
+before any request is made or file opened.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import AccessDeniedError
+from .registry import split_scheme
+
+__all__ = ["AccessPolicy"]
+
+
+def _norm_host(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class AccessPolicy:
+    """Which schemes, hosts and file roots a loader may touch (None: no restriction)."""
+
+    schemes: frozenset[str] | None
+    hosts: frozenset[str] | None
+    roots: tuple[Path, ...] | None
+
+    def __init__(
+        self,
+        *,
+        schemes: Iterable[str] | None = None,
+        hosts: Iterable[str] | None = None,
+        roots: Iterable[str | os.PathLike[str]] | None = None,
+    ) -> None:
+        object.__setattr__(self, "schemes", None if schemes is None else frozenset(schemes))
+        object.__setattr__(
+            self, "hosts", None if hosts is None else frozenset(_norm_host(h) for h in hosts)
+        )
+        object.__setattr__(
+            self,
+            "roots",
+            None if roots is None else tuple(Path(os.path.realpath(r)) for r in roots),
+        )
+
+    @property
+    def restricted(self) -> bool:
+        """Whether any allow-list is set."""
+        return self.schemes is not None or self.hosts is not None or self.roots is not None
+
+    def check_scheme(self, image_id: str) -> None:
+        """Refuse an imageId whose scheme is not allowed."""
+        if self.schemes is None:
+            return
+        scheme, _ = split_scheme(image_id)
+        if scheme not in self.schemes:
+            raise AccessDeniedError(f"scheme {scheme!r} is not allowed", image_id=image_id)
+
+    def check_url(self, url: str, *, image_id: str | None = None) -> None:
+        """Refuse a URL that is not http(s) or whose host is not allowed."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise AccessDeniedError(f"malformed URL: {exc}", image_id=image_id) from exc
+        if parts.scheme not in ("http", "https"):
+            raise AccessDeniedError(
+                f"URL scheme {parts.scheme!r} is not allowed", image_id=image_id
+            )
+        if self.hosts is None:
+            return
+        host = _norm_host(parts.hostname or "")
+        candidates = {host} if port is None else {host, f"{host}:{port}"}
+        if not candidates & self.hosts:
+            raise AccessDeniedError(f"host {host!r} is not allowed", image_id=image_id)
+
+    def resolve_path(self, path: str | os.PathLike[str], *, image_id: str | None = None) -> Path:
+        """The real path of a local file, refused unless inside an allowed root.
+
+        Blocking (it follows symlinks on disk): call it from a worker thread.
+        """
+        raw = os.fspath(path)
+        if "\x00" in raw:
+            raise AccessDeniedError("path contains a NUL byte", image_id=image_id)
+        real = Path(os.path.realpath(raw))
+        if self.roots is None:
+            return real
+        for root in self.roots:
+            if real == root or real.is_relative_to(root):
+                return real
+        raise AccessDeniedError("path is outside the allowed roots", image_id=image_id)
