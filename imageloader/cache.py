@@ -129,9 +129,14 @@ class ImageCache:
             self.remove_volume(volume_id)
 
     def _evict_until(self, incoming: int) -> None:
-        while self._images and self.size_bytes + incoming > self._max:
-            image_id = next(iter(self._images))
-            self.remove(image_id)
+        if self.size_bytes + incoming <= self._max:
+            return
+        # Views into a volume (size 0) free nothing; they go with their volume.
+        for image_id, (_, size) in list(self._images.items()):
+            if size:
+                self.remove(image_id)
+                if self.size_bytes + incoming <= self._max:
+                    return
 
     # -- volumes -------------------------------------------------------------------
     def put_volume(self, volume: CachedVolume) -> None:

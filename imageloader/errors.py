@@ -62,15 +62,15 @@ class ImageLoaderError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments do not survive the default pickling, and errors
         # cross process boundaries (decode workers, Dask).
-        return (_rebuild, (type(self), self.__dict__.copy()))
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
 
 
-def _rebuild(cls: type[ImageLoaderError], state: dict[str, object]) -> ImageLoaderError:
+def _rebuild(
+    cls: type[ImageLoaderError], args: tuple[object, ...], state: dict[str, object]
+) -> ImageLoaderError:
     err = cls.__new__(cls)
+    Exception.__init__(err, *args)
     err.__dict__.update(state)
-    message = state.get("message", "")
-    image_id = state.get("image_id")
-    Exception.__init__(err, f"{message} [imageId: {image_id}]" if image_id is not None else message)
     return err
 
 

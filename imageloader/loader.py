@@ -538,8 +538,9 @@ class ImageLoader:
         started = time.perf_counter()
         try:
             try:
-                ctx.ticket = await self.request_pool.acquire(ctx.request_type, ctx.priority)
+                ctx.ticket = self.request_pool.enqueue(ctx.request_type, ctx.priority)
                 try:
+                    await self.request_pool.wait(ctx.ticket)
                     loader = self.registry.resolve(image_id)
                     image = await loader(image_id, ctx)
                 finally:

@@ -132,6 +132,16 @@ class RequestPool:
     # -- acquire / release -------------------------------------------------------------
     async def acquire(self, request_type: RequestType | str, priority: float = 0) -> Ticket:
         """Wait for a slot; the returned ticket must be given to :meth:`release`."""
+        ticket = self.enqueue(request_type, priority)
+        await self.wait(ticket)
+        return ticket
+
+    def enqueue(self, request_type: RequestType | str, priority: float = 0) -> Ticket:
+        """Queue a request and return its ticket at once (it may already hold a slot).
+
+        Pair with :meth:`wait`; holding the ticket while it waits lets a caller
+        :meth:`reprioritize` it.
+        """
         rtype = RequestType(request_type)
         loop = asyncio.get_running_loop()
         ticket = Ticket(rtype, priority, next(self._seq), loop.time())
@@ -139,8 +149,13 @@ class RequestPool:
         self._enqueue(ticket)
         self._waiting[rtype] += 1
         self._dispatch(loop.time())
+        return ticket
+
+    async def wait(self, ticket: Ticket) -> None:
+        """Wait until an enqueued ticket holds a slot; cancelling gives up its place."""
         if ticket.running:
-            return ticket
+            return
+        assert ticket._future is not None
         try:
             await ticket._future
         except BaseException:
@@ -149,9 +164,8 @@ class RequestPool:
                 self.release(ticket)
             elif ticket._state is _State.WAITING:
                 ticket._state = _State.ABANDONED
-                self._waiting[rtype] -= 1
+                self._waiting[ticket.request_type] -= 1
             raise
-        return ticket
 
     def release(self, ticket: Ticket) -> None:
         """Give the slot back (idempotent) and start whoever is next."""

@@ -35,9 +35,10 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -68,10 +69,37 @@ def _ping() -> int:
     return os.getpid()
 
 
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Start children without re-importing the parent's ``__main__``.
+
+    spawn normally re-runs the main script in every child, so a script calling
+    ``asyncio.run(main())`` without an ``if __name__ == "__main__"`` guard would run
+    again in each worker. Decode tasks are functions of this package, so the
+    children never need ``__main__``: hide it while processes start (the executor
+    starts them inside ``submit``, on this thread).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__
+    }
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 class _Job:
     __slots__ = (
         "args",
         "cancelled",
+        "cf",
         "executor",
         "fn",
         "future",
@@ -97,6 +125,7 @@ class _Job:
         self.timeout = timeout
         self.cancelled = False
         self.executor: concurrent.futures.Executor | None = None
+        self.cf: concurrent.futures.Future[Any] | None = None
         self.started = 0.0
         self.timed_out = False
         self.timer: asyncio.TimerHandle | None = None
@@ -193,12 +222,18 @@ class DecodePool:
             )
         return worker.executor
 
+    def _submit_call(
+        self, worker: _Worker, fn: Callable[..., T], *args: Any
+    ) -> concurrent.futures.Future[T]:
+        with _without_main_module():
+            return self._executor(worker).submit(fn, *args)
+
     async def warm(self) -> None:
         """Start every worker process now and wait until each is ready."""
         self._check()
         if self.in_process:
             return
-        futures = [asyncio.wrap_future(self._executor(w).submit(_ping)) for w in self._workers]
+        futures = [asyncio.wrap_future(self._submit_call(w, _ping)) for w in self._workers]
         try:
             await asyncio.gather(*futures)
         except BrokenProcessPool as exc:
@@ -297,10 +332,9 @@ class DecodePool:
             self._submit(worker, job)
 
     def _submit(self, worker: _Worker, job: _Job) -> None:
-        executor = self._executor(worker)
-        job.executor = executor
+        job.executor = self._executor(worker)
         try:
-            cf = executor.submit(job.fn, *job.args)
+            cf = job.cf = self._submit_call(worker, job.fn, *job.args)
         except (BrokenProcessPool, RuntimeError) as exc:
             job.future.set_exception(DecodeError(f"decode worker unavailable: {exc}"))
             self._replace(worker)
@@ -336,7 +370,7 @@ class DecodePool:
                 os.kill(pid, signal.SIGKILL)
 
     def _finished(self, worker: _Worker, job: _Job, cf: concurrent.futures.Future[Any]) -> None:
-        if job.executor is not worker.executor or job not in worker.jobs:
+        if cf is not job.cf or job not in worker.jobs:
             return  # from a replaced process; the job was already settled or requeued
         exc = cf.exception() if not cf.cancelled() else None
         if isinstance(exc, BrokenProcessPool) or cf.cancelled():

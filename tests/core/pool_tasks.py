@@ -1,0 +1,45 @@
+"""Module-level task functions for DecodePool tests (picklable by reference)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from imageloader.errors import DecodeError
+
+
+def echo(value: object, delay: float = 0.0) -> object:
+    if delay:
+        time.sleep(delay)
+    return value
+
+
+def where() -> tuple[int, str]:
+    return os.getpid(), threading.current_thread().name
+
+
+def touch(path: str, delay: float = 0.0) -> str:
+    Path(path).write_text("ran")
+    if delay:
+        time.sleep(delay)
+    return path
+
+
+def crash(delay: float = 0.05) -> None:
+    time.sleep(delay)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang() -> None:
+    time.sleep(3600)
+
+
+def fail_foreign() -> None:
+    raise ValueError("codec exploded")
+
+
+def fail_typed() -> None:
+    raise DecodeError("bad codestream", image_id="x:1")

@@ -1,0 +1,135 @@
+"""DecodePool: priorities inside the pool, cancellation, crashes, hangs, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from imageloader.decode.pool import DecodePool
+from imageloader.errors import DecodeError, LoaderClosedError, LoadTimeoutError
+
+from ..processes import worker_children
+from . import pool_tasks
+
+
+def child_pids() -> set[int]:
+    return set(worker_children())
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[DecodePool]:
+    p = DecodePool(1, task_timeout=20)
+    await p.warm()
+    try:
+        yield p
+    finally:
+        await p.aclose()
+
+
+async def test_runs_in_a_worker_process_and_closes_without_leaving_children() -> None:
+    before = child_pids()
+    pool = DecodePool(2)
+    assert pool.pids() == []  # nothing starts before it is needed
+    await pool.warm()
+    pids = set(pool.pids())
+    assert len(pids) == 2 and pids <= child_pids()
+    results = await asyncio.gather(*(pool.run(pool_tasks.where) for _ in range(6)))
+    assert {pid for pid, _ in results} <= pids and os.getpid() not in {r[0] for r in results}
+    await pool.aclose()
+    assert child_pids() == before
+    with pytest.raises(LoaderClosedError):
+        await pool.run(pool_tasks.echo, 1)
+
+
+async def test_interaction_overtakes_a_prefetch_backlog(pool: DecodePool) -> None:
+    order: list[str] = []
+
+    async def job(name: str, request_type: str) -> None:
+        await pool.run(pool_tasks.echo, name, 0.02, request_type=request_type)
+        order.append(name)
+
+    prefetch = [asyncio.create_task(job(f"p{i}", "prefetch")) for i in range(40)]
+    await asyncio.sleep(0.05)
+    urgent = asyncio.create_task(job("urgent", "interaction"))
+    await asyncio.gather(urgent, *prefetch)
+    # At most `depth` prefetches were already handed to the worker ahead of it.
+    assert order.index("urgent") <= pool.depth + 2, order[:8]
+    assert len(order) == 41
+
+
+async def test_cancelled_queued_decodes_never_reach_a_worker(
+    pool: DecodePool, tmp_path: Path
+) -> None:
+    blocker = asyncio.create_task(pool.run(pool_tasks.echo, "b", 0.3))
+    await asyncio.sleep(0.05)
+    paths = [tmp_path / f"{i}" for i in range(10)]
+    tasks = [asyncio.create_task(pool.run(pool_tasks.touch, str(p))) for p in paths]
+    await asyncio.sleep(0.01)
+    # The first `depth - 1` were handed to the worker already; the rest are queued.
+    handed = pool.depth - 1
+    for task in tasks[handed:]:
+        task.cancel()
+    await blocker
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await pool.run(pool_tasks.echo, "flush")
+    ran = [p.exists() for p in paths]
+    assert ran == [True] * handed + [False] * (len(paths) - handed)
+    assert pool.queued == 0
+
+
+async def test_a_crashing_worker_fails_only_its_task_and_the_pool_recovers() -> None:
+    pool = DecodePool(2, task_timeout=20)
+    try:
+        await pool.warm()
+        others = [asyncio.create_task(pool.run(pool_tasks.echo, i, 0.1)) for i in range(6)]
+        victim = asyncio.create_task(pool.run(pool_tasks.crash))
+        results = await asyncio.gather(*others, victim, return_exceptions=True)
+        assert results[:6] == list(range(6))
+        assert isinstance(results[6], DecodeError) and "died" in str(results[6])
+        assert pool.restarts == 1
+        # Both workers serve again: the dead one was replaced on demand.
+        after = await asyncio.gather(*(pool.run(pool_tasks.where) for _ in range(4)))
+        assert len({pid for pid, _ in after}) == 2
+        assert len(pool.pids()) == 2
+    finally:
+        await pool.aclose()
+
+
+async def test_a_hung_decode_is_killed_after_its_timeout() -> None:
+    pool = DecodePool(1, task_timeout=0.5)
+    try:
+        await pool.warm()
+        pid = pool.pids()[0]
+        hung = asyncio.create_task(pool.run(pool_tasks.hang))
+        queued = asyncio.create_task(pool.run(pool_tasks.echo, "next"))
+        with pytest.raises(LoadTimeoutError):
+            await asyncio.wait_for(hung, 10)
+        assert await asyncio.wait_for(queued, 10) == "next"  # requeued, not failed
+        assert pool.pids() and pool.pids()[0] != pid
+    finally:
+        await pool.aclose()
+
+
+async def test_worker_exceptions_are_typed(pool: DecodePool) -> None:
+    with pytest.raises(DecodeError, match="ValueError: codec exploded"):
+        await pool.run(pool_tasks.fail_foreign)
+    with pytest.raises(DecodeError, match="bad codestream") as info:
+        await pool.run(pool_tasks.fail_typed)
+    assert info.value.image_id == "x:1"
+    assert await pool.run(pool_tasks.echo, 5) == 5
+
+
+async def test_in_process_mode_runs_on_a_thread_not_the_loop() -> None:
+    pool = DecodePool(0)
+    try:
+        pid, thread = await pool.run(pool_tasks.where)
+        assert pid == os.getpid() and thread.startswith("imageloader-decode")
+        with pytest.raises(DecodeError):
+            await pool.run(pool_tasks.fail_foreign)
+        assert pool.pids() == []
+    finally:
+        await pool.aclose()
