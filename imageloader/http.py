@@ -4,7 +4,8 @@
   the running loop on the first request (or one the caller passes in and keeps
   owning).
 - Retries with exponential backoff and full jitter on connection errors, a body cut
-  short, and 429/502/503/504 (``Retry-After`` honoured, capped); never on other 4xx.
+  short, and 429/500/502/503/504 (``Retry-After`` honoured, capped); never on other
+  4xx.
 - A request hook (Cornerstone's ``beforeSend``), sync or async, returns headers to
   add. Those headers, and ``auth`` given per origin, go only to the origin of the
   request: redirects are followed by hand, and a hop to another origin drops them.
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import inspect
 import logging
@@ -52,7 +54,7 @@ T = TypeVar("T")
 RequestHook = Callable[[str, str | None], Mapping[str, str] | Awaitable[Mapping[str, str]] | None]
 """``hook(url, image_id)`` → headers to add to this request (or None)."""
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers that carry credentials: never sent to an origin they were not given for.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -80,8 +82,9 @@ class HttpOptions:
     max_redirects: int = 10
     #: Headers added to every request (no credentials here: use ``auth`` or the hook).
     headers: Mapping[str, str] = field(default_factory=dict)
-    #: ``{"https://pacs:443": aiohttp.BasicAuth(...)}``: sent only to that origin.
-    auth: Mapping[str, aiohttp.BasicAuth] = field(default_factory=dict)
+    #: HTTP basic auth by origin, ``{"https://pacs": ("user", "password")}``: sent only
+    #: to that origin (scheme, host and port).
+    auth: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     request_hook: RequestHook | None = None
     user_agent: str = "imageloader/0.1"
 
@@ -122,6 +125,11 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
+def _basic_auth(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
 def _retry_after(value: str | None, cap: float) -> float | None:
     if not value:
         return None
@@ -152,7 +160,10 @@ class HttpClient:
         self.access = access
         self._session = session
         self._owns_session = session is None
-        self._auth_by_origin = {origin(k): v for k, v in self.options.auth.items()}
+        self._auth_by_origin = {
+            origin(url): _basic_auth(user, password)
+            for url, (user, password) in self.options.auth.items()
+        }
         self.requests = 0
         self.retries = 0
         self.bytes_received = 0
@@ -252,14 +263,15 @@ class HttpClient:
             same_origin = origin(current) == first_origin
             send: CIMultiDict[str] = CIMultiDict(extra or {})
             if same_origin:
+                if (auth := self._auth_by_origin.get(first_origin)) is not None:
+                    send["Authorization"] = auth
                 send.update(hooked)
             else:
                 for name in list(send):
                     if name.lower() in _CREDENTIAL_HEADERS:
                         del send[name]
-            auth = self._auth_by_origin.get(origin(current)) if same_origin else None
             self.requests += 1
-            resp = await session.get(current, headers=send, auth=auth, allow_redirects=False)
+            resp = await session.get(current, headers=send, allow_redirects=False)
             try:
                 location = resp.headers.get("Location")
                 if resp.status in REDIRECT_STATUSES and location:

@@ -1,0 +1,1 @@
+"""Benchmarks: each measures against a baseline run side by side and reports ratios."""
