@@ -26,6 +26,9 @@ boundary with ``raise ... from exc``; they never leak through the public API.
 
 from __future__ import annotations
 
+import copy
+from typing import Self
+
 __all__ = [
     "AccessDeniedError",
     "CacheFullError",
@@ -58,6 +61,16 @@ class ImageLoaderError(Exception):
         self.image_id = image_id
         self.message = message
         super().__init__(f"{message} [imageId: {image_id}]" if image_id is not None else message)
+
+    def for_image(self, image_id: str) -> Self:
+        """This error, naming ``image_id`` instead (one failure shared by several loads)."""
+        if image_id == self.image_id:
+            return self
+        clone = copy.copy(self)
+        clone.image_id = image_id
+        clone.args = (f"{self.message} [imageId: {image_id}]",)
+        clone.__cause__ = self.__cause__
+        return clone
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments do not survive the default pickling, and errors
@@ -136,7 +149,6 @@ class FetchError(ImageLoaderError):
         if url is not None:
             detail += f" from {url}"
         super().__init__(detail, image_id=image_id)
-        self.message = message
 
 
 class NotFoundError(FetchError):

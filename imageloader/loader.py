@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import events as ev
 from .cache import ImageCache
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["ImageLoader", "LoadContext", "LoadOptions"]
 
 DEFAULT_CACHE_SIZE = 1 << 30  # Cornerstone's default: 1 GiB
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ class ImageLoader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[tuple[str, LoadOptions], _Flight] = {}
         self._closers: list[Callable[[], Any]] = []
+        self._shared: dict[str, Any] = {}
         if builtin_loaders:
             from .builtins import register_builtin_loaders
 
@@ -197,6 +199,18 @@ class ImageLoader:
                 "this ImageLoader belongs to another event loop; create one per loop"
             )
         return loop
+
+    def shared(self, name: str, factory: Callable[[], T]) -> T:
+        """A per-loader object that loader modules share (made by ``factory`` once).
+
+        Loaders keep their state here (e.g. a parsed-object cache) instead of in
+        module globals, so each ImageLoader, and each test, starts fresh.
+        """
+        try:
+            return self._shared[name]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._shared[name] = factory()
+            return value
 
     def add_closer(self, closer: Callable[[], Any]) -> None:
         """Run ``closer()`` (sync, or returning an awaitable) when the loader closes."""
@@ -480,6 +494,8 @@ class ImageLoader:
         if flight is None or flight.task is None or flight.task.done():
             try:
                 split_scheme(image_id)
+                if self._access is not None:
+                    self._access.check_scheme(image_id)
                 self.registry.resolve(image_id)
             except ImageLoaderError as exc:
                 self.events.emit(ev.IMAGE_LOAD_FAILED, str(image_id), error=exc)

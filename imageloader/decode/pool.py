@@ -298,6 +298,8 @@ class DecodePool:
             return await self._run_in_thread(loop, fn, args)
         rank = RequestType(request_type).rank
         future: asyncio.Future[T] = loop.create_future()
+        # A memoryview (a frame inside a larger body) cannot be pickled: copy just it.
+        args = tuple(bytes(a) if isinstance(a, memoryview) else a for a in args)
         job = _Job((rank, priority, next(self._seq)), fn, args, future, job_timeout)
         heapq.heappush(self._queue, job)
         self._dispatch()

@@ -99,3 +99,12 @@ def test_image_from_array_derives_fields() -> None:
         imageloader.Image.from_array("x:4", np.zeros((2, 2, 2, 2)))
     with pytest.raises(TypeError, match="unknown Image fields"):
         imageloader.Image.from_array("x:5", np.zeros((2, 2)), bogus=1)
+
+
+def test_an_error_can_be_restated_for_another_image() -> None:
+    err = errors.FetchError("boom", image_id="wadors:a", url="http://h/x", status=502)
+    other = err.for_image("wadors:b")
+    assert type(other) is errors.FetchError and other is not err
+    assert other.image_id == "wadors:b" and other.status == 502
+    assert str(other) == "boom (HTTP 502) from http://h/x [imageId: wadors:b]"
+    assert err.for_image("wadors:a") is err
