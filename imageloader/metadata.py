@@ -30,6 +30,7 @@ __all__ = [
     "ModalityLutModule",
     "MultiframeModule",
     "PatientStudyModule",
+    "ScalingModule",
     "SopCommonModule",
     "VoiLutModule",
     "module_to_json",
@@ -163,6 +164,17 @@ class MultiframeModule:
     frame_increment_pointer: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ScalingModule:
+    """Cornerstone's ``scalingModule``: factors beyond the modality LUT.
+
+    ``suvbw``: PET body-weight SUV factor; ``dose_grid_scaling``: RTDOSE DoseGridScaling.
+    """
+
+    suvbw: float | None = None
+    dose_grid_scaling: float | None = None
+
+
 MODULE_TYPES: Mapping[str, type] = {
     "imagePixelModule": ImagePixelModule,
     "imagePlaneModule": ImagePlaneModule,
@@ -173,6 +185,7 @@ MODULE_TYPES: Mapping[str, type] = {
     "voiLutModule": VoiLutModule,
     "modalityLutModule": ModalityLutModule,
     "multiframeModule": MultiframeModule,
+    "scalingModule": ScalingModule,
 }
 
 

@@ -1,0 +1,365 @@
+"""Parse a DICOM Part 10 object once and hand out its frames.
+
+:func:`parse_part10` reads the whole object with pydicom (it blocks: call it in a
+worker thread, never on the event loop) and returns a :class:`Part10Object` whose
+:meth:`~Part10Object.frame` gives one frame's bytes, 1-based, in O(1) for native
+pixel data (a ``memoryview`` slice, no copy) and through an offset index built on
+first use for encapsulated pixel data. :func:`pixel_params` reads what a decode
+worker needs from a dataset.
+
+Frames are raw: big endian native frames stay big endian (the decoder swaps), except
+8-bit data encoded as OW in big endian, whose 16-bit words are swapped back once
+here so the samples are in order. Deflated objects come out inflated, as explicit
+VR little endian bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import BinaryIO
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from ..decode.params import PixelParams
+from ..errors import (
+    DecodeError,
+    ImageTooLargeError,
+    InvalidImageIdError,
+    MetadataError,
+    NotFoundError,
+)
+from ..limits import Limits
+from ._encapsulated import FrameIndex, build_frame_index
+from ._palette import PaletteError, read_palette
+from ._suv import suv_body_weight
+from ._values import FrameView, decoder_syntax, element_value, frame_count, to_string
+
+__all__ = ["Part10Object", "frame_count", "parse_part10", "pixel_params"]
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+class _TruncationProbe:
+    """A file-like that notes reads cut short by the end of the data.
+
+    pydicom stops silently (or with a warning) at a premature end of file; a complete
+    object has at most one short read, the empty read of the tag after its last element.
+    """
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self.name = getattr(fp, "name", "<bytes>")
+        self.partial_reads = 0
+        self.empty_reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._fp.read(-1 if size is None else size)
+        if size is not None and size > 0 and len(data) < size:
+            if data:
+                self.partial_reads += 1
+            else:
+                self.empty_reads += 1
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+    @property
+    def truncated(self) -> bool:
+        return self.partial_reads > 0 or self.empty_reads > 1
+
+
+def _read(fp: BinaryIO, image_id: str | None) -> Dataset:
+    probe = _TruncationProbe(fp)
+    try:
+        try:
+            ds = dcmread(probe)
+        except InvalidDicomError:
+            # No preamble or 'DICM' prefix: accept a bare dataset that starts like one.
+            fp.seek(0)
+            probe = _TruncationProbe(fp)
+            ds = dcmread(probe, force=True)
+            first = next(iter(ds.keys()), None)
+            if first is None or first.group not in (0x0002, 0x0008):
+                raise DecodeError("not a DICOM Part 10 object", image_id=image_id) from None
+    except MemoryError:
+        raise
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"unreadable DICOM object: {exc}", image_id=image_id) from exc
+    if probe.truncated:
+        raise DecodeError("the DICOM object is truncated", image_id=image_id)
+    return ds
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    uid = to_string(element_value(meta, "TransferSyntaxUID")) if meta is not None else None
+    if uid:
+        return uid
+    implicit, little = ds.original_encoding
+    if implicit:
+        return str(ImplicitVRLittleEndian)
+    return str(ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
+
+
+def _required_int(view: FrameView, keyword: str, image_id: str | None) -> int:
+    value = view.integer(keyword)
+    if value is None or value < 0:
+        raise MetadataError(f"missing or invalid {keyword}", image_id=image_id)
+    return value
+
+
+def _check_frame_size(rows: int, columns: int, limits: Limits | None, image_id: str | None) -> None:
+    if rows == 0 or columns == 0:
+        raise MetadataError("Rows or Columns is zero", image_id=image_id)
+    if limits is not None and rows * columns > limits.max_frame_pixels:
+        raise ImageTooLargeError(
+            f"frame of {rows}x{columns} pixels exceeds max_frame_pixels "
+            f"({limits.max_frame_pixels})",
+            image_id=image_id,
+        )
+
+
+def _native_frame_bits(view: FrameView, image_id: str | None) -> int:
+    rows = _required_int(view, "Rows", image_id)
+    columns = _required_int(view, "Columns", image_id)
+    bits = _required_int(view, "BitsAllocated", image_id)
+    samples = view.integer("SamplesPerPixel") or 1
+    if bits < 1 or (bits != 1 and bits % 8):
+        raise MetadataError(f"BitsAllocated {bits} is not 1 or a multiple of 8", image_id=image_id)
+    values = rows * columns * samples
+    if to_string(view.root_value("PhotometricInterpretation")) == "YBR_FULL_422":
+        values = rows * columns * 2  # two chroma samples shared by each pixel pair
+    return values * bits
+
+
+class Part10Object:
+    """A parsed Part 10 object: its dataset and its frames.
+
+    ``frame(n)`` is safe to call from several threads.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        transfer_syntax_uid: str,
+        pixel_keyword: str,
+        number_of_frames: int,
+        image_id: str | None,
+        source_bytes: int,
+    ) -> None:
+        self.dataset = dataset
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self.pixel_keyword = pixel_keyword
+        self.number_of_frames = number_of_frames
+        self.image_id = image_id
+        element = dataset[pixel_keyword]
+        self.is_encapsulated = bool(element.is_undefined_length)
+        syntax = UID(transfer_syntax_uid)
+        if syntax.is_transfer_syntax and syntax.is_encapsulated != self.is_encapsulated:
+            kind = "encapsulated" if self.is_encapsulated else "native"
+            raise DecodeError(
+                f"{kind} pixel data does not fit transfer syntax {transfer_syntax_uid}",
+                image_id=image_id,
+            )
+        self.little_endian = dataset.original_encoding[1] is not False
+        raw = element.value
+        if not isinstance(raw, (bytes, bytearray)):
+            raise MetadataError(f"{pixel_keyword} has no value", image_id=image_id)
+        self._buffer = memoryview(raw)
+        self._lock = threading.Lock()
+        self._index: FrameIndex | None = None
+        self._frame_bits = 0
+        self._swapped = False
+        if not self.is_encapsulated:
+            self._prepare_native(element.VR)
+        overhead = max(0, source_bytes - len(raw))
+        self.size_in_bytes = len(raw) + overhead + (len(self._buffer) if self._swapped else 0)
+
+    def _prepare_native(self, vr: str) -> None:
+        view = FrameView(self.dataset)
+        self._frame_bits = _native_frame_bits(view, self.image_id)
+        needed = (self._frame_bits * self.number_of_frames + 7) // 8
+        if len(self._buffer) < needed:
+            raise DecodeError(
+                f"pixel data is truncated: {len(self._buffer)} of {needed} bytes",
+                image_id=self.image_id,
+            )
+        if not self.little_endian and vr == "OW" and view.integer("BitsAllocated") == 8:
+            # 8-bit samples in big endian 16-bit words: put them back in order once.
+            even = len(self._buffer) - len(self._buffer) % 2
+            swapped = np.frombuffer(self._buffer[:even], dtype=np.uint16).byteswap()
+            self._buffer = memoryview(swapped.tobytes())
+            self._swapped = True
+
+    def frame(self, n: int) -> bytes | memoryview:
+        """Frame ``n`` (1-based): a zero-copy view where possible, else bytes."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.number_of_frames:
+            raise InvalidImageIdError(
+                f"frame {n!r} is outside 1..{self.number_of_frames}", image_id=self.image_id
+            )
+        if not self.is_encapsulated:
+            return self._native_frame(n)
+        index = self._index
+        if index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = build_frame_index(
+                        self._buffer,
+                        self.dataset,
+                        self.number_of_frames,
+                        little_endian=self.little_endian,
+                        image_id=self.image_id,
+                    )
+                index = self._index
+        return index.frame(self._buffer, n, image_id=self.image_id)
+
+    def _native_frame(self, n: int) -> bytes | memoryview:
+        bits = self._frame_bits
+        start = (n - 1) * bits
+        if start % 8 == 0 and bits % 8 == 0:
+            return self._buffer[start // 8 : (start + bits) // 8]
+        # Bit-packed frames need not start on a byte: re-pack this one from bit 0.
+        first, last = start // 8, (start + bits + 7) // 8
+        unpacked = np.unpackbits(
+            np.frombuffer(self._buffer[first:last], dtype=np.uint8), bitorder="little"
+        )
+        offset = start % 8
+        return np.packbits(unpacked[offset : offset + bits], bitorder="little").tobytes()
+
+    def pixel_params(self, frame: int = 1, *, limits: Limits | None = None) -> PixelParams:
+        """:func:`pixel_params` of this object's dataset."""
+        return pixel_params(
+            self.dataset,
+            self.transfer_syntax_uid,
+            frame=frame,
+            image_id=self.image_id,
+            limits=limits,
+        )
+
+    def __repr__(self) -> str:
+        kind = "encapsulated" if self.is_encapsulated else "native"
+        return (
+            f"Part10Object({self.image_id!r}, {self.transfer_syntax_uid}, "
+            f"{self.number_of_frames} frame(s), {kind})"
+        )
+
+
+def parse_part10(
+    data: bytes | bytearray | memoryview | str | os.PathLike[str],
+    *,
+    image_id: str | None = None,
+    limits: Limits | None = None,
+) -> Part10Object:
+    """Parse a Part 10 object from its bytes (wadouri) or a path (dicomfile).
+
+    Blocking; run it in a worker thread. Raises MetadataError when the object has no
+    pixel data or lacks the pixel module attributes needed to cut frames, DecodeError
+    when it is truncated or unreadable, and ImageTooLargeError over ``limits``.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        source_bytes = len(data)
+        ds = _read(io.BytesIO(data), image_id)
+    else:
+        try:
+            with open(data, "rb") as fp:
+                source_bytes = os.fstat(fp.fileno()).st_size
+                ds = _read(fp, image_id)
+        except FileNotFoundError as exc:
+            path = os.fspath(data)
+            raise NotFoundError("no such file", image_id=image_id, url=path) from exc
+        except OSError as exc:
+            raise DecodeError(f"cannot read {os.fspath(data)!r}: {exc}", image_id=image_id) from exc
+    keyword = next((k for k in _PIXEL_KEYWORDS if element_value(ds, k) is not None), None)
+    if keyword is None:
+        raise MetadataError("the DICOM object has no pixel data", image_id=image_id)
+    frames = frame_count(ds)
+    if frames < 1:
+        raise MetadataError("NumberOfFrames is not a number", image_id=image_id)
+    view = FrameView(ds)
+    rows = _required_int(view, "Rows", image_id)
+    columns = _required_int(view, "Columns", image_id)
+    _check_frame_size(rows, columns, limits, image_id)
+    try:
+        return Part10Object(
+            ds,
+            transfer_syntax_uid=_transfer_syntax(ds),
+            pixel_keyword=keyword,
+            number_of_frames=frames,
+            image_id=image_id,
+            source_bytes=source_bytes,
+        )
+    except (MetadataError, DecodeError):
+        raise
+    except Exception as exc:
+        raise DecodeError(f"unreadable pixel data: {exc}", image_id=image_id) from exc
+
+
+def pixel_params(
+    ds: Dataset,
+    transfer_syntax_uid: str,
+    *,
+    frame: int = 1,
+    image_id: str | None = None,
+    limits: Limits | None = None,
+) -> PixelParams:
+    """The pixel module and modality LUT inputs a decode worker needs for ``frame``.
+
+    Rescale slope and intercept come from the frame's functional groups when the
+    object has them. ``transfer_syntax_uid`` is reported as the syntax of the frame
+    bytes: deflated and encapsulated-uncompressed objects give explicit VR little endian.
+    """
+    if any(element_value(ds, k) is not None for k in _PIXEL_KEYWORDS[1:]):
+        raise DecodeError("float pixel data is not supported yet", image_id=image_id)
+    view = FrameView(ds, frame)
+    rows = _required_int(view, "Rows", image_id)
+    columns = _required_int(view, "Columns", image_id)
+    _check_frame_size(rows, columns, limits, image_id)
+    bits_allocated = _required_int(view, "BitsAllocated", image_id)
+    samples = _required_int(view, "SamplesPerPixel", image_id)
+    photometric = to_string(view.value("PhotometricInterpretation"))
+    if photometric is None:
+        raise MetadataError("missing PhotometricInterpretation", image_id=image_id)
+    palette = None
+    if photometric == "PALETTE COLOR":
+        try:
+            palette = read_palette(ds, little_endian=ds.original_encoding[1] is not False)
+        except PaletteError as exc:
+            raise MetadataError(f"unusable palette: {exc}", image_id=image_id) from exc
+        if palette is None:
+            raise MetadataError("PALETTE COLOR without lookup tables", image_id=image_id)
+    modality = to_string(view.root_value("Modality"))
+    return PixelParams(
+        transfer_syntax_uid=decoder_syntax(transfer_syntax_uid),
+        rows=rows,
+        columns=columns,
+        samples_per_pixel=samples,
+        bits_allocated=bits_allocated,
+        bits_stored=view.integer("BitsStored") or bits_allocated,
+        pixel_representation=view.integer("PixelRepresentation") or 0,
+        photometric_interpretation=photometric,
+        planar_configuration=view.integer("PlanarConfiguration") or 0,
+        rescale_slope=view.number("RescaleSlope"),
+        rescale_intercept=view.number("RescaleIntercept"),
+        modality=modality,
+        suvbw=suv_body_weight(view),
+        dose_grid_scaling=view.number("DoseGridScaling") if modality == "RTDOSE" else None,
+        palette=palette,
+    )
