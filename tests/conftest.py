@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.fixtures"]
+
 # Decode, file reads and Pillow must never run on the loop; the loop's own work
 # for one step (parse a multipart body, build an Image) stays well under this.
 SLOW_CALLBACK_SECONDS = float(os.environ.get("IMAGELOADER_SLOW_CALLBACK", "0.25"))
