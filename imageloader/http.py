@@ -333,7 +333,10 @@ class HttpClient:
                 f"response of {length} bytes exceeds the limit of {ceiling} from {safe}",
                 image_id=image_id,
             )
-        if length is not None:
+        # A compressed body's Content-Length says nothing of what it inflates to
+        # (Orthanc gzips frames): count the decoded bytes as they come instead.
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if length is not None and not encoded:
             body = await resp.read()
         else:
             chunks = bytearray()

@@ -103,6 +103,16 @@ def build_app(state: FaultServer) -> web.Application:
         await resp.write_eof()
         return resp
 
+    @routes.get("/gzip-bomb")
+    async def gzip_bomb(request: web.Request) -> web.Response:
+        # 10 MB of zeros, a few KB on the wire.
+        import gzip
+
+        body = gzip.compress(b"\0" * 10_000_000)
+        return web.Response(
+            body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/dicom"}
+        )
+
     @routes.get("/redirect")
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["to"])

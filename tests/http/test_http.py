@@ -141,6 +141,16 @@ async def test_response_size_limits(server: FaultServer) -> None:
         await client.aclose()
 
 
+async def test_a_gzip_body_is_limited_by_what_it_inflates_to(server: FaultServer) -> None:
+    client = HttpClient(FAST, limits=Limits(max_response_bytes=1 << 20))
+    try:
+        # ~10 KB on the wire (under the limit), 10 MB inflated (over it).
+        with pytest.raises(ImageTooLargeError, match="exceeds the limit"):
+            await client.get(server.url("/gzip-bomb"), image_id="x:7")
+    finally:
+        await client.aclose()
+
+
 async def test_hook_headers_stay_on_their_origin(server: FaultServer) -> None:
     calls: list[tuple[str, str | None]] = []
 
