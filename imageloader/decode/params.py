@@ -65,6 +65,8 @@ class PixelParams:
     def native_frame_bytes(self) -> int:
         """Bytes of one uncompressed frame (bit-packed for BitsAllocated 1)."""
         samples = self.rows * self.columns * self.samples_per_pixel
+        if self.photometric_interpretation == "YBR_FULL_422":
+            samples = self.rows * self.columns * 2  # one Cb and one Cr per pixel pair
         if self.bits_allocated == 1:
             return (samples + 7) // 8
         return samples * (self.bits_allocated // 8)

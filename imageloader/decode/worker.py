@@ -1,1 +1,213 @@
-"""Worker-side entry points (filled in by the decode pipeline)."""
+"""``decode_frame``: one frame's bytes to pixels, in a worker process (or in-process).
+
+Runs in spawned decode workers, so it imports only numpy and this package's
+decode modules; codec packages are imported on first use. The steps:
+
+1. refuse frames over ``max_frame_pixels`` before touching the data;
+2. native frames are read directly; a native frame of the wrong length that is
+   really a JPEG or JPEG 2000 codestream (Orthanc labels HTJ2K frames as
+   uncompressed) goes to that codec; an encapsulated frame's header is checked
+   against the pixel module, then the codecs are tried in order;
+3. the pixel contract: stored values (sign extension), then colour to RGB(A)
+   uint8, or the modality LUT (preScale) for greyscale.
+
+Every failure is an :mod:`imageloader.errors` exception naming the imageId.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import (
+    DecodeError,
+    ImageLoaderError,
+    ImageTooLargeError,
+    UnsupportedTransferSyntaxError,
+)
+from ..image import PreScale
+from . import color, pixels
+from .codecs import CodecOutput, CodecRegistry, shared_registry
+from .params import DecodedFrame, DecodeOptions, PixelParams
+from .syntaxes import (
+    SYNTAXES,
+    CodestreamInfo,
+    Family,
+    TransferSyntax,
+    has_end_marker,
+    read_header,
+    sniff,
+)
+
+__all__ = ["DEFAULT_MAX_FRAME_PIXELS", "decode_frame"]
+
+#: 16384 × 16384, as :attr:`imageloader.limits.Limits.max_frame_pixels`.
+DEFAULT_MAX_FRAME_PIXELS = 1 << 28
+
+_DEFAULT_OPTIONS = DecodeOptions()
+
+
+def decode_frame(
+    data: bytes | bytearray | memoryview,
+    params: PixelParams,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
+    image_id: str | None = None,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    *,
+    registry: CodecRegistry | None = None,
+) -> DecodedFrame:
+    """Decode one frame into Cornerstone3D's pixel contract.
+
+    ``data`` is one frame: raw samples in the syntax's byte order for native
+    syntaxes (bit-packed when BitsAllocated is 1; deflated frames already
+    inflated), or the complete codestream for encapsulated ones. It may be a
+    memoryview at any offset. ``registry`` replaces the built-in codecs (tests
+    pass a fresh one with some disabled).
+
+    Raises :class:`ImageTooLargeError` (before decoding) for frames over
+    ``max_frame_pixels``, :class:`UnsupportedTransferSyntaxError` when no
+    installed codec reads the syntax, and :class:`DecodeError` for corrupt or
+    truncated data or data that does not match the pixel module.
+    """
+    start = time.perf_counter()
+    _check_params(params, max_frame_pixels, image_id)
+    syntax = SYNTAXES.get(params.transfer_syntax_uid)
+    if syntax is None:
+        raise UnsupportedTransferSyntaxError(params.transfer_syntax_uid, image_id=image_id)
+    try:
+        decoded, codec = _decode(data, params, syntax, registry, max_frame_pixels, image_id)
+        frame = _to_contract(decoded, params, options)
+    except ImageLoaderError:
+        raise
+    except Exception as exc:  # the boundary: nothing foreign leaves the worker
+        raise DecodeError(
+            f"could not decode the frame: {type(exc).__name__}: {exc}", image_id=image_id
+        ) from exc
+    pixels_out, lo, hi, prescale = frame
+    return DecodedFrame(
+        pixels=pixels_out,
+        min_value=lo,
+        max_value=hi,
+        color=pixels_out.ndim == 3,
+        photometric_interpretation="RGB" if pixels_out.ndim == 3 else _grey_pi(params),
+        prescale=prescale,
+        decode_ms=(time.perf_counter() - start) * 1000.0,
+        codec=codec,
+    )
+
+
+def _check_params(params: PixelParams, max_frame_pixels: int, image_id: str | None) -> None:
+    if params.rows <= 0 or params.columns <= 0:
+        raise DecodeError(f"invalid frame size {params.rows}x{params.columns}", image_id=image_id)
+    if params.rows * params.columns > max_frame_pixels:
+        raise ImageTooLargeError(
+            f"frame of {params.rows}x{params.columns} pixels exceeds the limit of "
+            f"{max_frame_pixels} pixels",
+            image_id=image_id,
+        )
+    if params.samples_per_pixel not in (1, 3, 4):
+        raise DecodeError(
+            f"unsupported SamplesPerPixel {params.samples_per_pixel}", image_id=image_id
+        )
+    if params.bits_allocated not in (1, 8, 16, 32) or not (
+        0 < params.bits_stored <= params.bits_allocated
+    ):
+        raise DecodeError(
+            f"unsupported BitsAllocated/BitsStored {params.bits_allocated}/{params.bits_stored}",
+            image_id=image_id,
+        )
+
+
+def _decode(
+    data: bytes | bytearray | memoryview,
+    params: PixelParams,
+    syntax: TransferSyntax,
+    registry: CodecRegistry | None,
+    max_frame_pixels: int,
+    image_id: str | None,
+) -> tuple[CodecOutput, str]:
+    """The frame's samples, ``(rows, columns[, samples])``, and the name of the decoder."""
+    family = syntax.family
+    if family is Family.NATIVE:
+        expected = pixels.native_length(params)
+        size = memoryview(data).nbytes
+        # A last odd-length frame may keep the even-length padding byte.
+        if size == expected or (size == expected + 1 and expected % 2):
+            return _native(data, params, syntax), "numpy"
+        sniffed = sniff(data)
+        if sniffed is None:
+            raise DecodeError(
+                f"frame has {size} bytes but the pixel module needs {expected}", image_id=image_id
+            )
+        family = sniffed
+    info = read_header(data, family)
+    if info is not None:
+        _check_header(info, params, max_frame_pixels, image_id)
+    if family is not Family.RLE and not has_end_marker(data):
+        raise DecodeError(
+            f"truncated {family.value} codestream: no end marker (FF D9)", image_id=image_id
+        )
+    return (registry or shared_registry()).decode(family, data, params, info, image_id)
+
+
+def _native(
+    data: bytes | bytearray | memoryview, params: PixelParams, syntax: TransferSyntax
+) -> CodecOutput:
+    flat = pixels.native_samples(data, params, big_endian=syntax.big_endian)
+    rows, columns, samples = params.rows, params.columns, params.samples_per_pixel
+    pi = params.photometric_interpretation
+    if samples == 1:
+        return CodecOutput(flat.reshape(rows, columns), pi)
+    if pi == "YBR_FULL_422" and samples == 3:
+        flat = color.to_8bit(flat, params.bits_stored)
+        return CodecOutput(color.ybr_full_422_to_rgb(flat, rows, columns), "RGB")
+    shaped = color.interleave(flat, rows, columns, samples, params.planar_configuration)
+    return CodecOutput(shaped, pi)
+
+
+def _check_header(
+    info: CodestreamInfo, params: PixelParams, max_frame_pixels: int, image_id: str | None
+) -> None:
+    # The codestream's own header decides what a codec allocates: check it first.
+    if info.rows * info.columns > max_frame_pixels:
+        raise ImageTooLargeError(
+            f"codestream claims {info.rows}x{info.columns} pixels, over the limit of "
+            f"{max_frame_pixels}",
+            image_id=image_id,
+        )
+    # A JPEG may leave the height to a later DNL marker (rows 0).
+    if info.columns != params.columns or info.rows not in (0, params.rows):
+        raise DecodeError(
+            f"codestream is {info.rows}x{info.columns} but the pixel module says "
+            f"{params.rows}x{params.columns}",
+            image_id=image_id,
+        )
+
+
+def _grey_pi(params: PixelParams) -> str:
+    pi = params.photometric_interpretation
+    return pi if pi in ("MONOCHROME1", "MONOCHROME2") else "MONOCHROME2"
+
+
+def _to_contract(
+    decoded: CodecOutput, params: PixelParams, options: DecodeOptions
+) -> tuple[npt.NDArray[Any], float, float, PreScale]:
+    samples = decoded.pixels
+    no_scaling = PreScale(enabled=options.prescale, scaled=False, modality=params.modality)
+    if params.photometric_interpretation == "PALETTE COLOR" and samples.ndim == 2:
+        if params.palette is None or len(params.palette.red) == 0:
+            raise ValueError("PALETTE COLOR frame without palette lookup tables")
+        indices = pixels.stored_values(samples, params, decoded.precision)
+        rgb = color.palette_to_rgb(indices, params.palette, options.use_rgba)
+        return rgb, float(rgb.min()), float(rgb.max()), no_scaling
+    if samples.ndim == 3:
+        # Colour is unsigned by definition (PS3.3 C.7.6.3.1.2), whatever the header says.
+        bits = min(params.bits_stored, decoded.precision or params.bits_stored)
+        rgb = color.to_rgb(samples, decoded.photometric, bits, options.use_rgba)
+        return rgb, float(rgb.min()), float(rgb.max()), no_scaling
+    stored = pixels.stored_values(samples, params, decoded.precision)
+    out, lo, hi, prescale = pixels.apply_modality_lut(stored, params, options.prescale)
+    return np.ascontiguousarray(out), lo, hi, prescale
