@@ -11,29 +11,70 @@ or, Cornerstone-style, through the default loader::
     await imageloader.shutdown()
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import errors, events
-from ._default import (
-    add_metadata_provider,
-    cancel_load_image,
-    get_default_loader,
-    get_metadata,
-    init,
-    iter_images,
-    load_and_cache_image,
-    load_and_cache_images,
-    load_image,
-    register_image_loader,
-    register_unknown_image_loader,
-    shutdown,
-)
-from .cache import ImageCache
 from .errors import ImageLoaderError
 from .image import Image, PreScale
-from .limits import Limits
-from .loader import ImageLoader, LoadContext, LoadOptions
-from .metadata import MetadataRegistry
-from .request_pool import RequestPool, RequestType
-from .security import AccessPolicy
+
+if TYPE_CHECKING:
+    from ._default import (
+        add_metadata_provider,
+        cancel_load_image,
+        get_default_loader,
+        get_metadata,
+        init,
+        iter_images,
+        load_and_cache_image,
+        load_and_cache_images,
+        load_image,
+        register_image_loader,
+        register_unknown_image_loader,
+        shutdown,
+    )
+    from .cache import ImageCache
+    from .limits import Limits
+    from .loader import ImageLoader, LoadContext, LoadOptions
+    from .metadata import MetadataRegistry
+    from .request_pool import RequestPool, RequestType
+    from .security import AccessPolicy
+
+# Imported on first use: decode workers import this package too, and must not pay
+# for aiohttp and the loader machinery they never run.
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "add_metadata_provider", "cancel_load_image", "get_default_loader", "get_metadata",
+            "init", "iter_images", "load_and_cache_image", "load_and_cache_images", "load_image",
+            "register_image_loader", "register_unknown_image_loader", "shutdown",
+        ],
+        "._default",
+    ),
+    "ImageCache": ".cache",
+    "Limits": ".limits",
+    "ImageLoader": ".loader",
+    "LoadContext": ".loader",
+    "LoadOptions": ".loader",
+    "MetadataRegistry": ".metadata",
+    "RequestPool": ".request_pool",
+    "RequestType": ".request_pool",
+    "AccessPolicy": ".security",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imageloader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 __all__ = ["BUILTIN_SCHEMES", "register_builtin_loaders"]
 
 #: scheme → "module:function" of its loader coroutine.
-BUILTIN_SCHEMES: dict[str, str] = {}
+BUILTIN_SCHEMES: dict[str, str] = {
+    "dicomfile": ".dicom.dicomfile:load_dicomfile",
+    "wadouri": ".dicom.wadouri:load_wadouri",
+    "dicomweb": ".dicom.wadouri:load_wadouri",
+    "wadors": ".dicom.wadors:load_wadors",
+}
 
 
 class _LazyLoader:

@@ -199,14 +199,21 @@ class HttpClient:
         *,
         image_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
     ) -> HttpResponse:
-        """GET the whole body, retried as documented; raises our typed errors."""
+        """GET the whole body, retried as documented; raises our typed errors.
+
+        ``retry_statuses`` narrows which statuses are retried (a caller with a
+        fallback of its own may want a 500 at once).
+        """
 
         async def whole(resp: aiohttp.ClientResponse) -> HttpResponse:
             body = await self._read_body(resp, image_id)
             return HttpResponse(redact_url(str(resp.url)), resp.status, resp.headers, body)
 
-        return await self.request(url, whole, image_id=image_id, headers=headers)
+        return await self.request(
+            url, whole, image_id=image_id, headers=headers, retry_statuses=retry_statuses
+        )
 
     async def request(
         self,
@@ -215,6 +222,7 @@ class HttpClient:
         *,
         image_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
     ) -> T:
         """GET ``url`` and return ``await consume(response)`` for a 2xx response.
 
@@ -228,7 +236,7 @@ class HttpClient:
                 async with self._request(url, image_id, headers) as resp:
                     if resp.status < 300:
                         return await consume(resp)
-                    delay = self._retry_delay(resp, attempt)
+                    delay = self._retry_delay(resp, attempt, retry_statuses)
                     if delay is None:
                         raise self._status_error(resp, url, image_id)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -293,8 +301,10 @@ class HttpClient:
             result = await result
         return dict(result or {})
 
-    def _retry_delay(self, resp: aiohttp.ClientResponse, attempt: int) -> float | None:
-        if resp.status not in RETRY_STATUSES or attempt >= self.options.retries:
+    def _retry_delay(
+        self, resp: aiohttp.ClientResponse, attempt: int, statuses: frozenset[int]
+    ) -> float | None:
+        if resp.status not in statuses or attempt >= self.options.retries:
             return None
         after = _retry_after(resp.headers.get("Retry-After"), self.options.retry_after_max)
         return after if after is not None else self._backoff(attempt)

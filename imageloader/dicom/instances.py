@@ -1,0 +1,209 @@
+"""What ``wadors:`` knows about instances: their datasets (from DICOM JSON) and modules.
+
+Instance metadata is fetched once per instance (however many of its frames load at
+once) when nobody registered it, and every frame's modules are registered. The
+parsed datasets are kept in a bounded cache for what the modules do not carry
+(palette LUTs, PET and RTDOSE scaling); when one has been dropped, the pixel
+parameters are rebuilt from the registered modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydicom import Dataset
+
+from ..decode.params import PixelParams
+from ..errors import ResponseFormatError
+from ..objectcache import ObjectCache
+from .dicomjson import BulkDataHandler, bulkdata_references, dataset_from_json
+from .modules import metadata_modules_by_frame, pixel_params_from_modules
+from .multipart import is_multipart, parse_multipart_related
+from .part10 import parse_part10, pixel_params
+
+if TYPE_CHECKING:
+    from ..http import HttpClient
+    from ..loader import ImageLoader, LoadContext
+    from .wadors import WadoRsRef
+
+__all__ = [
+    "InstanceRegistry",
+    "fetch_bulkdata",
+    "instance_modules",
+    "instance_registry",
+    "register_instance",
+]
+
+DICOM_JSON = "application/dicom+json"
+_BULK_ACCEPT = 'multipart/related; type="application/octet-stream", application/octet-stream'
+_PART10_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+# Palette LUT data (normal and segmented): servers send these as BulkDataURIs, and
+# PALETTE COLOR frames cannot be decoded without them. Other bulk data is not needed.
+_PALETTE_TAGS = frozenset({"00281201", "00281202", "00281203", "00281221", "00281222", "00281223"})
+
+
+async def fetch_bulkdata(
+    http: HttpClient, items: Iterable[Mapping[str, Any]], image_id: str | None = None
+) -> BulkDataHandler:
+    """Fetch the palette BulkDataURIs of DICOM JSON datasets; a handler that serves them."""
+    uris = {
+        uri
+        for item in items
+        for tag, _, uri in bulkdata_references(item)
+        if tag in _PALETTE_TAGS and uri.startswith(("http://", "https://"))
+    }
+
+    async def one(uri: str) -> tuple[str, bytes]:
+        response = await http.get(uri, image_id=image_id, headers={"Accept": _BULK_ACCEPT})
+        if is_multipart(response.content_type):
+            parts = parse_multipart_related(
+                response.body, response.content_type, image_id=image_id, url=uri
+            )
+            if len(parts) != 1:
+                raise ResponseFormatError(
+                    f"bulk data response has {len(parts)} parts", image_id=image_id, url=uri
+                )
+            return uri, bytes(parts[0].data)
+        return uri, response.body
+
+    fetched = dict(await asyncio.gather(*(one(uri) for uri in sorted(uris))))
+    return lambda tag, vr, uri: fetched.get(uri)
+
+
+Parsed = tuple[str, Dataset, list[tuple[str, dict[str, Any]]]]
+
+
+async def parse_instances(
+    http: HttpClient, items: Sequence[tuple[str, Mapping[str, Any]]], image_id: str | None = None
+) -> list[Parsed]:
+    """DICOM JSON of instances → ``(instance_url, dataset, frame modules)`` each.
+
+    Palette LUT data given as BulkDataURIs is fetched. A PALETTE COLOR instance
+    whose JSON lacks the LUT descriptors (Orthanc drops them for some implicit VR
+    files) gets its attributes from the instance itself (WADO-RS, Part 10 header).
+    """
+    handler = await fetch_bulkdata(http, (item for _, item in items), image_id)
+
+    def parse() -> list[Parsed]:
+        out = []
+        for url, item in items:
+            ds = dataset_from_json(item, bulkdata_handler=handler, image_id=image_id)
+            out.append((url, ds, [] if _lacks_palette(ds) else instance_modules(url, ds)))
+        return out
+
+    parsed = await asyncio.to_thread(parse)
+    for index, (url, ds, frames) in enumerate(parsed):
+        if not frames:
+            ds = await _part10_header(http, url, image_id)
+            parsed[index] = (url, ds, await asyncio.to_thread(instance_modules, url, ds))
+    return parsed
+
+
+def _lacks_palette(ds: Dataset) -> bool:
+    return ds.get("PhotometricInterpretation") == "PALETTE COLOR" and (
+        "RedPaletteColorLookupTableDescriptor" not in ds
+    )
+
+
+async def _part10_header(http: HttpClient, instance_url: str, image_id: str | None) -> Dataset:
+    response = await http.get(instance_url, image_id=image_id, headers={"Accept": _PART10_ACCEPT})
+    parts = (
+        [p.data for p in parse_multipart_related(response.body, response.content_type)]
+        if is_multipart(response.content_type)
+        else [memoryview(response.body)]
+    )
+    if len(parts) != 1:
+        raise ResponseFormatError(
+            f"asked for one instance, got {len(parts)} parts", image_id=image_id, url=instance_url
+        )
+
+    def read() -> Dataset:
+        return parse_part10(bytes(parts[0]), image_id=image_id).dataset
+
+    return await asyncio.to_thread(read)
+
+
+def frame_image_id(instance_url: str, frame: int) -> str:
+    """The wadors imageId of one frame of an instance."""
+    return f"wadors:{instance_url}/frames/{frame}"
+
+
+def instance_modules(instance_url: str, ds: Dataset) -> list[tuple[str, dict[str, Any]]]:
+    """Every frame's imageId and modules of one instance (CPU work: run it off the loop)."""
+    return [
+        (frame_image_id(instance_url, n), modules)
+        for n, modules in enumerate(metadata_modules_by_frame(ds), start=1)
+    ]
+
+
+def register_instance(
+    loader: ImageLoader, instance_url: str, ds: Dataset, frames: list[tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """Register an instance's frame modules (from :func:`instance_modules`); on the loop."""
+    loader.metadata.store.add_many(frames)
+    instance_registry(loader).remember(instance_url, ds)
+    return [image_id for image_id, _ in frames]
+
+
+class InstanceRegistry:
+    """Datasets of instances by URL, bounded; fetches instance metadata on demand."""
+
+    def __init__(self, loader: ImageLoader) -> None:
+        limits = loader.limits
+        self._loader = loader
+        self._datasets: ObjectCache[Dataset] = ObjectCache(
+            max_entries=max(256, limits.dataset_cache_entries),
+            max_bytes=limits.dataset_cache_bytes,
+            size_of=lambda ds: 4096,
+        )
+
+    def remember(self, instance_url: str, ds: Dataset) -> None:
+        """Keep an instance's dataset (it has no pixel data: JSON metadata)."""
+        self._datasets.put(instance_url, ds)
+
+    async def fetch_instance(self, ctx: LoadContext, ref: WadoRsRef) -> Dataset:
+        """Fetch, parse and register the instance's metadata (once at a time)."""
+        url = ref.instance_url
+
+        async def fetch() -> Dataset:
+            response = await ctx.http.get(
+                f"{url}/metadata", image_id=ctx.image_id, headers={"Accept": DICOM_JSON}
+            )
+            try:
+                items = json.loads(response.body)
+            except ValueError as exc:
+                raise ResponseFormatError(
+                    f"instance metadata is not JSON: {exc}", image_id=ctx.image_id, url=url
+                ) from exc
+            if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+                raise ResponseFormatError(
+                    "instance metadata is not a list of one dataset",
+                    image_id=ctx.image_id,
+                    url=url,
+                )
+            [(_, ds, frames)] = await parse_instances(ctx.http, [(url, items[0])], ctx.image_id)
+            register_instance(self._loader, url, ds, frames)
+            return ds
+
+        return await self._datasets.get(url, fetch)
+
+    def pixel_params(
+        self, ref: WadoRsRef, modules: Mapping[str, Any], syntax: str, ctx: LoadContext
+    ) -> PixelParams:
+        """Pixel parameters for one frame in ``syntax``: from the dataset when held."""
+        ds = self._datasets.peek(ref.instance_url)
+        if ds is not None:
+            return pixel_params(
+                ds, syntax, frame=ref.frame, image_id=ctx.image_id, limits=ctx.limits
+            )
+        return pixel_params_from_modules(modules, syntax, image_id=ctx.image_id)
+
+
+def instance_registry(loader: ImageLoader) -> InstanceRegistry:
+    """The loader's instance registry."""
+    return loader.shared("wadors:instances", lambda: InstanceRegistry(loader))

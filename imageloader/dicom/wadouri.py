@@ -1,0 +1,64 @@
+"""``wadouri:`` (and its alias ``dicomweb:``): a whole Part 10 object over HTTP.
+
+``wadouri:http://host/wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…
+&contentType=application%2Fdicom[&frame=N]``, or any URL of a Part 10 object
+(e.g. Orthanc's ``/instances/{id}/file``). ``frame`` is 1-based and is not sent to
+the server. The object is downloaded once, however many of its frames load at
+once, kept in a bounded cache for the frames still to come, and released when its
+cached frames leave the image cache.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import InvalidImageIdError
+from ..image import Image
+from ..loader import LoadContext
+from ..registry import split_scheme
+from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10
+from .part10 import Part10Object
+
+__all__ = ["load_wadouri", "parse_wadouri_id"]
+
+SCHEMES = ("wadouri", "dicomweb")
+
+
+def parse_wadouri_id(image_id: str) -> tuple[str, int]:
+    """The object's URL (without ``frame``) and the 1-based frame number."""
+    _, url = split_scheme(image_id)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidImageIdError(f"malformed URL: {exc}", image_id=image_id) from exc
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidImageIdError("expected an http(s) URL after the scheme", image_id=image_id)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    frames = [value for key, value in query if key == "frame"]
+    if len(frames) > 1:
+        raise InvalidImageIdError("more than one frame parameter", image_id=image_id)
+    frame = parse_frame_number(frames[0] if frames else None, image_id)
+    rest = urlencode([(k, v) for k, v in query if k != "frame"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")), frame
+
+
+def _key_of(image_id: str) -> str | None:
+    scheme, _ = split_scheme(image_id)
+    if scheme not in SCHEMES:
+        return None
+    try:
+        return parse_wadouri_id(image_id)[0]
+    except InvalidImageIdError:
+        return None
+
+
+async def load_wadouri(image_id: str, ctx: LoadContext) -> Image:
+    """The ``wadouri:`` / ``dicomweb:`` loader."""
+    url, frame = parse_wadouri_id(image_id)
+
+    async def fetch() -> Part10Object:
+        response = await ctx.http.get(url, image_id=image_id)
+        return await read_part10(response.body, ctx, image_id)
+
+    objects = part10_objects(ctx, "wadouri", _key_of)
+    return await decode_part10_frame(image_id, ctx, objects, url, fetch, frame)
