@@ -36,7 +36,12 @@ from imageloader.decode.params import PixelParams
 from imageloader.decode.syntaxes import SYNTAXES, Family, read_header
 from imageloader.decode.worker import decode_frame
 
-CORPUS = Path(os.environ.get("IMAGELOADER_CORNERSTONE_IMAGES", "/work/shared/corpus/cornerstone"))
+CORPUS = Path(
+    os.environ.get(
+        "IMAGELOADER_CORNERSTONE_IMAGES",
+        Path(__file__).resolve().parents[2] / "shared" / "corpus" / "cornerstone",
+    )
+)
 HERE = Path(__file__).resolve().parent
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.corpus import CORNERSTONE
+
 pytest_plugins = ["tests.support.fixtures"]
 
 # Decode, file reads and Pillow must never run on the loop; the loop's own work
 # for one step (parse a multipart body, build an Image) stays well under this.
 SLOW_CALLBACK_SECONDS = float(os.environ.get("IMAGELOADER_SLOW_CALLBACK", "0.25"))
-
-CORNERSTONE = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "cornerstone"
 
 
 class _SlowCallbacks(logging.Handler):

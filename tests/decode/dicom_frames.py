@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from imageloader.decode.params import DecodeOptions, Palette, PixelParams
-
-CORNERSTONE = Path(
-    os.environ.get("IMAGELOADER_CORNERSTONE_IMAGES", "/work/shared/corpus/cornerstone")
-)
+from tests.corpus import CORNERSTONE
 
 requires_cornerstone = pytest.mark.skipif(
     not (CORNERSTONE / "CTImage.dcm").is_file(),

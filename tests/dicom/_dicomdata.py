@@ -20,8 +20,9 @@ import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 
+from tests.corpus import CORNERSTONE
+
 PYDICOM_DIR = os.path.dirname(pydicom.__file__)
-CORNERSTONE = Path("/work/shared/corpus/cornerstone")
 
 
 @contextlib.contextmanager

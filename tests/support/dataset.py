@@ -36,7 +36,8 @@ from .orthanc import OrthancError, OrthancServer
 
 __all__ = ["CORNERSTONE", "Dataset", "DatasetInstance", "Rejected", "build_dataset", "describe"]
 
-CORNERSTONE = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "cornerstone"
+from tests.corpus import CORNERSTONE
+
 ANY_TRANSFER_SYNTAX = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
