@@ -267,6 +267,12 @@ def split_frames(
     if is_multipart(content_type):
         parts = parse_multipart_related(body, content_type, image_id=image_id, url=url)
     else:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media != "application/octet-stream" and not media.startswith("image/"):
+            # A login page or an error document, not a frame.
+            raise ResponseFormatError(
+                f"expected frames, got Content-Type {content_type!r}", image_id=image_id, url=url
+            )
         syntax = transfer_syntax_from_content_type(content_type)
         parts = [Part(_NO_HEADERS, content_type or None, syntax, memoryview(body), 0)]
     if len(parts) != expected:

@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from imageloader.decode.params import DecodeOptions, Palette, PixelParams
+from imageloader.decode.syntaxes import SYNTAXES, Family, jpeg_is_ycbcr, read_header
 from tests.corpus import CORNERSTONE
 
 requires_cornerstone = pytest.mark.skipif(
@@ -83,6 +84,20 @@ def palette_from_dataset(ds: Dataset) -> Palette | None:
     )
 
 
+def _rescale(ds: Dataset, keyword: str) -> float | None:
+    """Top-level, else (enhanced multi-frame) the shared or first per-frame group's value."""
+    value = _number(ds, keyword)
+    if value is not None:
+        return value
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for item in ds.get(groups, [])[:1]:
+            for transform in item.get("PixelValueTransformationSequence", []):
+                value = _number(transform, keyword)
+                if value is not None:
+                    return value
+    return None
+
+
 def params_from_dataset(ds: Dataset, transfer_syntax_uid: str | None = None) -> PixelParams:
     """PixelParams from the dataset's pixel module, modality LUT and palette."""
     return PixelParams(
@@ -95,8 +110,8 @@ def params_from_dataset(ds: Dataset, transfer_syntax_uid: str | None = None) -> 
         pixel_representation=int(ds.PixelRepresentation),
         photometric_interpretation=str(ds.PhotometricInterpretation),
         planar_configuration=int(ds.get("PlanarConfiguration") or 0),
-        rescale_slope=_number(ds, "RescaleSlope"),
-        rescale_intercept=_number(ds, "RescaleIntercept"),
+        rescale_slope=_rescale(ds, "RescaleSlope"),
+        rescale_intercept=_rescale(ds, "RescaleIntercept"),
         modality=ds.get("Modality"),
         suvbw=None,  # Cornerstone computes SUVbw from PET metadata; none in these files
         dose_grid_scaling=_number(ds, "DoseGridScaling"),
@@ -227,3 +242,51 @@ def stored_reference(ds: Dataset, index: int, **kwargs: Any) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pixel_array(ds, index=index, raw=True, **kwargs)
+
+
+def _lossy_jpeg_reference(data: bytes, params: PixelParams) -> tuple[np.ndarray, bool]:
+    """libjpeg-turbo's output and whether it is already RGB."""
+    info = read_header(data, Family.JPEG)
+    assert info is not None
+    if info.precision == 8:
+        convert = jpeg_is_ycbcr(info, params.photometric_interpretation, params.samples_per_pixel)
+        return pillow_jpeg(data, convert=convert), convert
+    import imagecodecs  # Pillow reads 8-bit JPEG only
+
+    return imagecodecs.jpeg8_decode(data), False
+
+
+def expected_frame(
+    ds: Dataset, index: int, data: bytes, params: PixelParams, options: DecodeOptions
+) -> np.ndarray:
+    """The pixel contract's answer for frame ``index`` (0-based) of ``ds``.
+
+    pydicom's stored values through ``expected_*``; for lossy JPEG, libjpeg-turbo's
+    output (the decoder chosen, as Cornerstone3D's), since JPEG decoders differ.
+    """
+    family = SYNTAXES[params.transfer_syntax_uid].family
+    already_rgb = False
+    if family is Family.JPEG:
+        samples, already_rgb = _lossy_jpeg_reference(data, params)
+    else:
+        samples = stored_reference(ds, index)
+    if params.photometric_interpretation == "PALETTE COLOR":
+        rgb = expected_palette(samples, params.palette)
+    elif params.samples_per_pixel == 1:
+        if family is Family.JPEG:  # the reference decoder gives unsigned samples
+            samples = _signed(samples, params)
+        return expected_grey(samples, params, options)
+    else:
+        if samples.dtype.itemsize > 1:
+            samples = (samples >> max(0, params.bits_stored - 8)).astype(np.uint8)
+        ybr = params.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422")
+        rgb = expected_ybr_to_rgb(samples) if ybr and not already_rgb else samples
+    return with_alpha(rgb) if options.use_rgba else rgb
+
+
+def _signed(samples: np.ndarray, params: PixelParams) -> np.ndarray:
+    if params.pixel_representation == 0:
+        return samples
+    shift = samples.dtype.itemsize * 8 - params.bits_stored
+    signed = samples.view(f"i{samples.dtype.itemsize}")
+    return (signed << shift) >> shift

@@ -6,11 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from dicom_frames import expected_ybr_to_rgb
 
 from imageloader.decode import color
 from imageloader.decode.params import DecodeOptions, Palette, PixelParams
 from imageloader.decode.worker import decode_frame
+
+from .dicom_frames import expected_ybr_to_rgb
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 RGBA = DecodeOptions(use_rgba=True)

@@ -12,26 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_frames import (
+from pydicom.data import get_testdata_files
+
+from imageloader.decode.params import DecodeOptions
+from imageloader.decode.worker import decode_frame
+from imageloader.errors import ImageLoaderError
+
+from .dicom_frames import (
     CORNERSTONE,
-    expected_grey,
-    expected_palette,
-    expected_ybr_to_rgb,
+    expected_frame,
     frames,
     params_from_dataset,
-    pillow_jpeg,
     read,
     requires_cornerstone,
     sample_frames,
     stored_reference,
-    with_alpha,
 )
-from pydicom.data import get_testdata_files
-
-from imageloader.decode.params import DecodeOptions, PixelParams
-from imageloader.decode.syntaxes import SYNTAXES, Family, jpeg_is_ycbcr, read_header
-from imageloader.decode.worker import decode_frame
-from imageloader.errors import ImageLoaderError
 
 PRESCALE = DecodeOptions(prescale=True)
 STORED = DecodeOptions(prescale=False)
@@ -65,47 +61,6 @@ CORNERSTONE_FILES = (
 )
 
 
-def _lossy_jpeg_reference(data: bytes, params: PixelParams) -> tuple[np.ndarray, bool]:
-    """libjpeg-turbo's output and whether it is already RGB."""
-    info = read_header(data, Family.JPEG)
-    assert info is not None
-    if info.precision == 8:
-        convert = jpeg_is_ycbcr(info, params.photometric_interpretation, params.samples_per_pixel)
-        return pillow_jpeg(data, convert=convert), convert
-    import imagecodecs  # Pillow reads 8-bit JPEG only
-
-    return imagecodecs.jpeg8_decode(data), False
-
-
-def _expected(ds, index: int, data: bytes, params: PixelParams, options: DecodeOptions):
-    family = SYNTAXES[params.transfer_syntax_uid].family
-    already_rgb = False
-    if family is Family.JPEG:
-        samples, already_rgb = _lossy_jpeg_reference(data, params)
-    else:
-        samples = stored_reference(ds, index)
-    if params.photometric_interpretation == "PALETTE COLOR":
-        rgb = expected_palette(samples, params.palette)
-    elif params.samples_per_pixel == 1:
-        if family is Family.JPEG:  # the reference decoder gives unsigned samples
-            samples = _signed(samples, params)
-        return expected_grey(samples, params, options)
-    else:
-        if samples.dtype.itemsize > 1:
-            samples = (samples >> max(0, params.bits_stored - 8)).astype(np.uint8)
-        ybr = params.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422")
-        rgb = expected_ybr_to_rgb(samples) if ybr and not already_rgb else samples
-    return with_alpha(rgb) if options.use_rgba else rgb
-
-
-def _signed(samples: np.ndarray, params: PixelParams) -> np.ndarray:
-    if params.pixel_representation == 0:
-        return samples
-    shift = samples.dtype.itemsize * 8 - params.bits_stored
-    signed = samples.view(f"i{samples.dtype.itemsize}")
-    return (signed << shift) >> shift
-
-
 def _check_file(path: Path) -> None:
     ds = read(path)
     params = params_from_dataset(ds)
@@ -115,7 +70,7 @@ def _check_file(path: Path) -> None:
         data = all_frames[index]
         for options in (RGBA,) if colour else (PRESCALE, STORED):
             got = decode_frame(data, params, options, image_id=f"{path.name}#{index}")
-            want = _expected(ds, index, data, params, options)
+            want = expected_frame(ds, index, data, params, options)
             assert got.pixels.dtype == want.dtype, (index, options)
             np.testing.assert_array_equal(got.pixels, want, err_msg=f"frame {index} {options}")
             assert got.min_value == want.min() and got.max_value == want.max()
