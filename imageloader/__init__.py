@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .metadata import MetadataRegistry
     from .request_pool import RequestPool, RequestType
     from .security import AccessPolicy
+    from .volume import Volume
 
 # Imported on first use: decode workers import this package too, and must not pay
 # for aiohttp and the loader machinery they never run.
@@ -60,6 +61,7 @@ _LAZY = {
     "RequestPool": ".request_pool",
     "RequestType": ".request_pool",
     "AccessPolicy": ".security",
+    "Volume": ".volume",
 }  # fmt: skip
 
 
@@ -91,6 +93,7 @@ __all__ = [
     "PreScale",
     "RequestPool",
     "RequestType",
+    "Volume",
     "__version__",
     "add_metadata_provider",
     "cancel_load_image",

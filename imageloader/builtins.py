@@ -7,14 +7,14 @@ dependencies (Pillow, nibabel) are needed only by those who load such images.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .image import Image
     from .loader import ImageLoader, LoadContext
-    from .registry import ImageLoaderFunction
+    from .registry import ImageLoaderFunction, MetadataLoaderFunction
 
-__all__ = ["BUILTIN_SCHEMES", "register_builtin_loaders"]
+__all__ = ["BUILTIN_METADATA", "BUILTIN_SCHEMES", "register_builtin_loaders"]
 
 #: scheme → "module:function" of its loader coroutine.
 BUILTIN_SCHEMES: dict[str, str] = {
@@ -22,7 +22,25 @@ BUILTIN_SCHEMES: dict[str, str] = {
     "wadouri": ".dicom.wadouri:load_wadouri",
     "dicomweb": ".dicom.wadouri:load_wadouri",
     "wadors": ".dicom.wadors:load_wadors",
+    "http": ".web:load_web_image",
+    "https": ".web:load_web_image",
+    "web": ".web:load_web_image",
+    "nifti": ".nifti:load_nifti",
 }
+
+
+#: scheme → "module:function" of its metadata loader (headers only, no pixels).
+BUILTIN_METADATA: dict[str, str] = {
+    "dicomfile": ".dicom.dicomfile:load_dicomfile_metadata",
+    "wadouri": ".dicom.wadouri:load_wadouri_metadata",
+    "dicomweb": ".dicom.wadouri:load_wadouri_metadata",
+    "wadors": ".dicom.wadors:load_wadors_metadata",
+}
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module, __package__), name)
 
 
 class _LazyLoader:
@@ -34,8 +52,7 @@ class _LazyLoader:
 
     async def __call__(self, image_id: str, ctx: LoadContext, /) -> Image:
         if self._loader is None:
-            module, _, name = self.target.partition(":")
-            self._loader = getattr(importlib.import_module(module, __package__), name)
+            self._loader = _resolve(self.target)
         assert self._loader is not None
         return await self._loader(image_id, ctx)
 
@@ -43,7 +60,26 @@ class _LazyLoader:
         return f"<builtin loader {self.target}>"
 
 
+class _LazyMetadataLoader:
+    """A metadata loader that imports its module on first use."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._loader: MetadataLoaderFunction | None = None
+
+    async def __call__(self, image_id: str, ctx: LoadContext, /) -> None:
+        if self._loader is None:
+            self._loader = _resolve(self.target)
+        assert self._loader is not None
+        await self._loader(image_id, ctx)
+
+    def __repr__(self) -> str:
+        return f"<builtin metadata loader {self.target}>"
+
+
 def register_builtin_loaders(loader: ImageLoader) -> None:
-    """Register every built-in scheme on ``loader``."""
+    """Register every built-in scheme (and its metadata loader) on ``loader``."""
     for scheme, target in BUILTIN_SCHEMES.items():
         loader.register_image_loader(scheme, _LazyLoader(target))
+    for scheme, target in BUILTIN_METADATA.items():
+        loader.registry.register_metadata(scheme, _LazyMetadataLoader(target))

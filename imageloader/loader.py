@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .http import HttpClient, HttpOptions
     from .limits import Limits
     from .security import AccessPolicy
+    from .volume import Volume
 
 __all__ = ["ImageLoader", "LoadContext", "LoadOptions"]
 
@@ -441,6 +442,67 @@ class ImageLoader:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+
+    async def load_metadata(
+        self,
+        image_ids: Iterable[str],
+        *,
+        request_type: RequestType | str = RequestType.PREFETCH,
+        concurrency: int = 16,
+    ) -> None:
+        """Make sure every imageId has its metadata modules, without decoding pixels.
+
+        Uses each scheme's metadata loader (a DICOM header, WADO-RS metadata) for the
+        imageIds whose ``imagePixelModule`` or ``imagePlaneModule`` is unknown. The
+        first failure is raised; schemes without a metadata loader are left as they are.
+        """
+        self._open()
+        rtype = RequestType(request_type)
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(image_id: str) -> None:
+            known = self.metadata.modules(image_id, ("imagePixelModule", "imagePlaneModule"))
+            if len(known) == 2:
+                return
+            load = self.registry.resolve_metadata(image_id)
+            if load is None:
+                return
+            async with gate:
+                await load(image_id, LoadContext(self, image_id, self.default_options, rtype, 0))
+
+        ids = list(image_ids)
+        for image_id in ids:
+            split_scheme(image_id)
+        tasks = [asyncio.ensure_future(one(image_id)) for image_id in ids]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def create_and_cache_volume(
+        self,
+        volume_id: str,
+        image_ids: Sequence[str],
+        *,
+        request_type: RequestType | str = RequestType.PREFETCH,
+        priority: float = 0,
+        use_16bit: bool = False,
+    ) -> Volume:
+        """Allocate and cache a volume at once; its slices stream in (see :mod:`.volume`)."""
+        from .volume import create_and_cache_volume
+
+        self._open()
+        return await create_and_cache_volume(
+            self,
+            volume_id,
+            image_ids,
+            request_type=request_type,
+            priority=priority,
+            use_16bit=use_16bit,
+        )
 
     def cancel_load_image(self, image_id: str) -> bool:
         """Cancel the load of ``image_id`` in flight; its awaiters get LoadCancelledError.

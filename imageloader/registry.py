@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .image import Image
     from .loader import LoadContext
 
-__all__ = ["ImageLoaderFunction", "LoaderRegistry", "split_scheme"]
+__all__ = ["ImageLoaderFunction", "LoaderRegistry", "MetadataLoaderFunction", "split_scheme"]
 
 
 class ImageLoaderFunction(Protocol):
@@ -42,11 +42,26 @@ def split_scheme(image_id: object) -> tuple[str, str]:
     return scheme, rest
 
 
+class MetadataLoaderFunction(Protocol):
+    """Registers an image's metadata modules without decoding its pixels.
+
+    ``async def load_metadata(image_id, ctx) -> None``: fetches headers (a DICOM
+    header, WADO-RS metadata) and fills ``ctx.metadata.store``.
+    """
+
+    def __call__(self, image_id: str, ctx: LoadContext, /) -> Awaitable[None]: ...
+
+
 class LoaderRegistry:
-    """Maps schemes to loader coroutines, with an optional fallback for unknown schemes."""
+    """Maps schemes to loader coroutines, with an optional fallback for unknown schemes.
+
+    A scheme may also have a metadata loader, which volumes and bulk tools use to
+    learn every image's geometry before decoding any pixels.
+    """
 
     def __init__(self) -> None:
         self._loaders: dict[str, ImageLoaderFunction] = {}
+        self._metadata: dict[str, MetadataLoaderFunction] = {}
         self._unknown: ImageLoaderFunction | None = None
 
     def register(self, scheme: str, loader: ImageLoaderFunction) -> None:
@@ -56,6 +71,16 @@ class LoaderRegistry:
         if not callable(loader):
             raise TypeError("loader must be callable: async def load(image_id, ctx) -> Image")
         self._loaders[scheme] = loader
+
+    def register_metadata(self, scheme: str, loader: MetadataLoaderFunction) -> None:
+        """Serve metadata-only requests for ``scheme`` with ``loader``."""
+        if not scheme or ":" in scheme:
+            raise ValueError(f"invalid scheme {scheme!r}")
+        self._metadata[scheme] = loader
+
+    def resolve_metadata(self, image_id: str) -> MetadataLoaderFunction | None:
+        """The metadata loader for ``image_id``'s scheme, or None."""
+        return self._metadata.get(split_scheme(image_id)[0])
 
     def unregister(self, scheme: str) -> ImageLoaderFunction | None:
         """Remove the loader of ``scheme``; returns it (or None)."""

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from ..errors import DecodeError, InvalidImageIdError, NotFoundError
 from ..image import Image
 from ..loader import LoadContext
+from ..objectcache import ObjectCache
 from ..registry import split_scheme
 from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10
+from .modules import metadata_modules_by_frame
 from .part10 import Part10Object
 
-__all__ = ["load_dicomfile", "parse_dicomfile_id"]
+__all__ = ["load_dicomfile", "load_dicomfile_metadata", "parse_dicomfile_id"]
 
 SCHEME = "dicomfile"
 
@@ -43,3 +49,31 @@ async def load_dicomfile(image_id: str, ctx: LoadContext) -> Image:
 
     objects = part10_objects(ctx, SCHEME, _key_of)
     return await decode_part10_frame(image_id, ctx, objects, path, fetch, frame)
+
+
+def _read_header(path: str, image_id: str) -> list[dict[str, object]]:
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no such file: {path}", image_id=image_id, url=path) from exc
+    except (OSError, InvalidDicomError, ValueError, EOFError) as exc:
+        raise DecodeError(f"unreadable DICOM header: {exc}", image_id=image_id) from exc
+    return metadata_modules_by_frame(ds)
+
+
+async def load_dicomfile_metadata(image_id: str, ctx: LoadContext) -> None:
+    """Register the frame's metadata modules from the file's header (no pixel data read)."""
+    path, frame = parse_dicomfile_id(image_id)
+    real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
+    headers: ObjectCache[list[dict[str, object]]] = ctx.loader.shared(
+        "dicomfile:headers",
+        lambda: ObjectCache(max_entries=1024, max_bytes=256 << 20, size_of=lambda m: 4096 * len(m)),
+    )
+
+    async def read() -> list[dict[str, object]]:
+        return await asyncio.to_thread(_read_header, str(real), image_id)
+
+    frames = await headers.get(path, read)
+    if frame > len(frames):
+        raise InvalidImageIdError(f"frame {frame} is outside 1..{len(frames)}", image_id=image_id)
+    ctx.metadata.store.add(image_id, frames[frame - 1])

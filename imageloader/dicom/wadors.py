@@ -45,7 +45,14 @@ from .multipart import (
     transfer_syntax_from_content_type,
 )
 
-__all__ = ["WadoRsOptions", "WadoRsRef", "load_wadors", "parse_wadors_id", "wadors_options"]
+__all__ = [
+    "WadoRsOptions",
+    "WadoRsRef",
+    "load_wadors",
+    "load_wadors_metadata",
+    "parse_wadors_id",
+    "wadors_options",
+]
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFAULT_ACCEPT = (
@@ -317,3 +324,10 @@ async def load_wadors(image_id: str, ctx: LoadContext) -> Image:
         transfer_syntax_uid=syntax,
         photometric_interpretation=params.photometric_interpretation,
     )
+
+
+async def load_wadors_metadata(image_id: str, ctx: LoadContext) -> None:
+    """Fetch and register the instance's metadata unless the frame already has it."""
+    ref = parse_wadors_id(image_id)
+    if "imagePixelModule" not in ctx.metadata.modules(image_id):
+        await instance_registry(ctx.loader).fetch_instance(ctx, ref)

@@ -10,6 +10,7 @@ cached frames leave the image cache.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import InvalidImageIdError
@@ -17,9 +18,10 @@ from ..image import Image
 from ..loader import LoadContext
 from ..registry import split_scheme
 from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10
+from .modules import metadata_modules
 from .part10 import Part10Object
 
-__all__ = ["load_wadouri", "parse_wadouri_id"]
+__all__ = ["load_wadouri", "load_wadouri_metadata", "parse_wadouri_id"]
 
 SCHEMES = ("wadouri", "dicomweb")
 
@@ -52,13 +54,30 @@ def _key_of(image_id: str) -> str | None:
         return None
 
 
-async def load_wadouri(image_id: str, ctx: LoadContext) -> Image:
-    """The ``wadouri:`` / ``dicomweb:`` loader."""
-    url, frame = parse_wadouri_id(image_id)
-
+def _fetcher(url: str, ctx: LoadContext, image_id: str) -> Callable[[], Awaitable[Part10Object]]:
     async def fetch() -> Part10Object:
         response = await ctx.http.get(url, image_id=image_id)
         return await read_part10(response.body, ctx, image_id)
 
+    return fetch
+
+
+async def load_wadouri(image_id: str, ctx: LoadContext) -> Image:
+    """The ``wadouri:`` / ``dicomweb:`` loader."""
+    url, frame = parse_wadouri_id(image_id)
     objects = part10_objects(ctx, "wadouri", _key_of)
-    return await decode_part10_frame(image_id, ctx, objects, url, fetch, frame)
+    return await decode_part10_frame(
+        image_id, ctx, objects, url, _fetcher(url, ctx, image_id), frame
+    )
+
+
+async def load_wadouri_metadata(image_id: str, ctx: LoadContext) -> None:
+    """Register the frame's metadata modules (the object is downloaded, and kept, whole)."""
+    url, frame = parse_wadouri_id(image_id)
+    objects = part10_objects(ctx, "wadouri", _key_of)
+    obj = await objects.get(url, _fetcher(url, ctx, image_id))
+    if frame > obj.number_of_frames:
+        raise InvalidImageIdError(
+            f"frame {frame} is outside 1..{obj.number_of_frames}", image_id=image_id
+        )
+    ctx.metadata.store.add(image_id, metadata_modules(obj.dataset, frame=frame))

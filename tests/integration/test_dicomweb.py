@@ -155,3 +155,19 @@ async def test_wadouri_downloads_an_object_once_for_all_its_frames(
     assert len(objects) == 0
     # The alias scheme works the same way.
     assert (await loader.load_image(f"dicomweb:{url}&frame=2")).rows == 64
+
+
+async def test_a_volume_from_wadors_equals_the_local_files(
+    orthanc: OrthancServer, ct_series: tuple[str, str, list[Path]], loader: ImageLoader
+) -> None:
+    study, series, paths = ct_series
+    ids = await dicomweb.image_ids_for_series(loader, orthanc.dicomweb_url, study, series)
+    volume = await loader.create_and_cache_volume("orthanc-ct", ids)
+    await volume.loaded()
+    assert volume.dimensions == (128, 128, 5) and volume.spacing[2] == 2.5
+    # Scan order is by position (z = 2.5 * InstanceNumber): the files in number order.
+    by_number = sorted(
+        paths, key=lambda p: pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber
+    )
+    stack = np.stack([(await loader.load_image(f"dicomfile:{p}")).pixel_data for p in by_number])
+    np.testing.assert_array_equal(volume.data, stack)
