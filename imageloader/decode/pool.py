@@ -380,6 +380,10 @@ class DecodePool:
             self._dispatch()
             return
         worker.jobs.remove(job)
+        # The future's callbacks refer back to the job: break that cycle now, or the
+        # decoded frame lives until the garbage collector runs.
+        job.cf = None
+        job.args = ()
         if job.timer is not None:
             job.timer.cancel()
             job.timer = None
@@ -414,8 +418,10 @@ class DecodePool:
                     head.future.set_exception(
                         DecodeError("the decode worker process died (crash, kill or out of memory)")
                     )
+            head.cf = None
             for job in rest:
                 job.executor = None
+                job.cf = None
                 heapq.heappush(self._queue, job)
         self._replace(worker)
 

@@ -133,3 +133,24 @@ async def test_in_process_mode_runs_on_a_thread_not_the_loop() -> None:
         assert pool.pids() == []
     finally:
         await pool.aclose()
+
+
+async def test_finished_tasks_leave_no_reference_cycles(pool: DecodePool) -> None:
+    # A cycle job -> future -> callback -> job would keep every result alive until the
+    # garbage collector runs: a prefetch's decoded frames would pile up in memory.
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        results = await asyncio.gather(*(pool.run(pool_tasks.echo, bytes(1000)) for _ in range(20)))
+        assert len(results) == 20
+        del results
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        leftovers = [o for o in gc.garbage if type(o).__name__ in ("_Job", "Future")]
+        assert leftovers == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
