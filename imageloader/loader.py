@@ -629,7 +629,12 @@ class ImageLoader:
                         f"{type(image).__name__}, not an Image",
                         image_id=image_id,
                     )
-            except (asyncio.CancelledError, ImageLoaderError):
+            except asyncio.CancelledError:
+                raise
+            except ImageLoaderError as exc:
+                if exc.image_id is None:
+                    # Raised where the imageId is unknown (e.g. the decode pool): name it.
+                    raise exc.for_image(image_id) from exc.__cause__
                 raise
             except Exception as exc:
                 raise LoadFailedError(
