@@ -141,6 +141,9 @@ class _Worker:
         self.index = index
         self.executor: concurrent.futures.ProcessPoolExecutor | None = None
         self.jobs: collections.deque[_Job] = collections.deque()
+        # A fresh process first starts and imports the decode stack (a second or so on
+        # a busy machine): task timeouts count only once it has answered.
+        self.ready = False
 
     def pid(self) -> int | None:
         # The executor's own table of its processes: the only handle on the child.
@@ -217,10 +220,26 @@ class DecodePool:
 
     def _executor(self, worker: _Worker) -> concurrent.futures.ProcessPoolExecutor:
         if worker.executor is None:
-            worker.executor = concurrent.futures.ProcessPoolExecutor(
+            executor = worker.executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1, mp_context=self._context, initializer=_init_worker
             )
+            worker.ready = False
+            loop = self._loop
+            assert loop is not None
+
+            def answered(_: concurrent.futures.Future[int]) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(self._ready, worker, executor)
+
+            executor.submit(_ping).add_done_callback(answered)
         return worker.executor
+
+    def _ready(self, worker: _Worker, executor: concurrent.futures.Executor) -> None:
+        if worker.executor is not executor:
+            return
+        worker.ready = True
+        if worker.jobs and worker.jobs[0].timer is None:
+            self._started(worker, worker.jobs[0])
 
     def _submit_call(
         self, worker: _Worker, fn: Callable[..., T], *args: Any
@@ -356,7 +375,7 @@ class DecodePool:
 
     def _started(self, worker: _Worker, job: _Job) -> None:
         job.started = time.monotonic()
-        if job.timeout is not None and self._loop is not None:
+        if job.timeout is not None and self._loop is not None and worker.ready:
             job.timer = self._loop.call_later(job.timeout, self._expire, worker, job)
 
     def _expire(self, worker: _Worker, job: _Job) -> None:

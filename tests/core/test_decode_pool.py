@@ -154,3 +154,17 @@ async def test_finished_tasks_leave_no_reference_cycles(pool: DecodePool) -> Non
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
+
+
+async def test_the_timeout_does_not_count_the_worker_starting() -> None:
+    # A cold worker takes longer to start (spawn + imports) than this timeout; a task
+    # waiting for it must not be killed for the start-up time.
+    pool = DecodePool(1, task_timeout=0.15)
+    try:
+        assert await asyncio.wait_for(pool.run(pool_tasks.echo, "cold", 0.05), 30) == "cold"
+        with pytest.raises(LoadTimeoutError):
+            await asyncio.wait_for(pool.run(pool_tasks.hang), 30)
+        # The replacement process starts cold too; the next task still succeeds.
+        assert await asyncio.wait_for(pool.run(pool_tasks.echo, "again", 0.05), 30) == "again"
+    finally:
+        await pool.aclose()
