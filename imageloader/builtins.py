@@ -35,6 +35,7 @@ BUILTIN_METADATA: dict[str, str] = {
     "wadouri": ".dicom.wadouri:load_wadouri_metadata",
     "dicomweb": ".dicom.wadouri:load_wadouri_metadata",
     "wadors": ".dicom.wadors:load_wadors_metadata",
+    "nifti": ".nifti:load_nifti_metadata",
 }
 
 

@@ -1,0 +1,325 @@
+"""``nifti:<url or path>?frame=<f>``: slices of NIfTI-1/NIfTI-2 files (``.nii``, ``.nii.gz``).
+
+As Cornerstone3D's nifti-volume-loader::
+
+    ids = await create_nifti_image_ids(loader, "https://host/brain.nii.gz")
+    images = await loader.load_and_cache_images(ids)
+
+- :func:`create_nifti_image_ids` reads only the header: over HTTP it stops the
+  download once the header is in (a ``.nii.gz`` is inflated only that far), from
+  disk it reads just those bytes. It registers every slice's metadata modules and
+  returns one imageId per slice of one volume (``timepoint`` picks the volume of a
+  4-D file).
+- Frames are **0-based**, as Cornerstone's: ``frame`` ``f`` is slice
+  ``k = f mod nz`` of volume ``t = f div nz``. The imageId is the source followed by
+  ``?frame=<f>``, even when the URL has a query of its own (the last ``?frame=``
+  counts), exactly as Cornerstone builds it.
+- Loading a slice downloads (or reads) the file once for all its slices, parses it
+  in a worker thread and keeps it in an :class:`~imageloader.objectcache.ObjectCache`
+  until its last cached slice leaves the image cache (Cornerstone keeps it forever).
+- Slices are ``(rows, columns) = (nj, ni)`` arrays in DICOM's patient coordinates
+  (LPS): see :mod:`imageloader._nifti_geometry` for the axis convention.
+- ``scl_slope``/``scl_inter`` are applied (``prescale``) with the DICOM path's
+  container rules for integer data; floating-point data stays floating point.
+
+Local paths are confined by the loader's :class:`~imageloader.security.AccessPolicy`
+roots. ``Limits.max_response_bytes`` bounds the bytes read (downloaded or from
+disk), ``max_volume_bytes`` the voxel data a header declares (checked before it is
+inflated) and ``max_frame_pixels`` a slice. Needs nibabel (``imageloader[nifti]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ._nifti_geometry import frame_modules, voi_module
+from ._nifti_header import HeaderReader, NiftiInfo, check_limits, parse_header, read_file_head
+from ._nifti_volume import NiftiVolume, frame_pixels, read_file, read_volume
+from .errors import (
+    ImageLoaderError,
+    InvalidImageIdError,
+    LoaderClosedError,
+)
+from .image import Image
+from .metadata import VoiLutModule
+from .objectcache import ObjectCache
+from .registry import split_scheme
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .loader import ImageLoader, LoadContext
+
+__all__ = [
+    "SCHEME",
+    "create_nifti_image_ids",
+    "load_nifti",
+    "load_nifti_metadata",
+    "nifti_image_id",
+    "parse_nifti_id",
+    "read_nifti_header",
+]
+
+SCHEME = "nifti"
+#: NIfTI records no modality: "OT" (other) unless the caller knows better.
+DEFAULT_MODALITY = "OT"
+
+logger = logging.getLogger("imageloader.nifti")
+_FRAME = re.compile(r"[0-9]{1,9}")
+
+
+def nifti_image_id(source: str, frame: int) -> str:
+    """The imageId of frame ``frame`` (0-based) of the file at ``source``."""
+    return f"{SCHEME}:{source}?frame={frame}"
+
+
+def parse_nifti_id(image_id: str) -> tuple[str, int]:
+    """``nifti:https://h/a.nii.gz?frame=3`` → ``("https://h/a.nii.gz", 3)``."""
+    _, rest = split_scheme(image_id)
+    source, sep, frame = rest.rpartition("?frame=")
+    if not sep or not source:
+        raise InvalidImageIdError(
+            "expected nifti:<url or path>?frame=<0-based frame>", image_id=image_id
+        )
+    if not _FRAME.fullmatch(frame):
+        raise InvalidImageIdError(f"frame must be a number >= 0, not {frame!r}", image_id=image_id)
+    _check_source(source, image_id)
+    return source, int(frame)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _check_source(source: str, image_id: str) -> None:
+    if _is_url(source):
+        try:
+            netloc = urlsplit(source).netloc
+        except ValueError as exc:
+            raise InvalidImageIdError(f"malformed URL: {exc}", image_id=image_id) from exc
+        if not netloc:
+            raise InvalidImageIdError("the URL has no host", image_id=image_id)
+    elif "://" in source:
+        raise InvalidImageIdError(
+            "only http(s) URLs and local paths can be read", image_id=image_id
+        )
+
+
+def _key_of(image_id: str) -> str | None:
+    try:
+        scheme, _ = split_scheme(image_id)
+        return parse_nifti_id(image_id)[0] if scheme == SCHEME else None
+    except InvalidImageIdError:
+        return None
+
+
+# -- reading --------------------------------------------------------------------------
+async def _fetch_head(loader: ImageLoader, source: str, image_id: str) -> tuple[bytes, int]:
+    """The header bytes of ``source`` and how many bytes were read to get them."""
+    if not _is_url(source):
+        path = await asyncio.to_thread(loader.access.resolve_path, source, image_id=image_id)
+        return await asyncio.to_thread(read_file_head, path, image_id)
+
+    async def consume(response: aiohttp.ClientResponse) -> tuple[bytes, int]:
+        reader = HeaderReader(image_id)  # one per attempt: a retry starts over
+        async for chunk in response.content.iter_any():
+            if reader.feed(chunk):
+                break  # the connection is closed, not drained: the rest never comes
+        return reader.finish(), reader.wire_bytes
+
+    return await loader.http.request(source, consume, image_id=image_id)
+
+
+async def read_nifti_header(loader: ImageLoader, source: str) -> tuple[NiftiInfo, int]:
+    """Parse the header of ``source`` (URL or path) alone.
+
+    Returns the header and the bytes read (from the wire or the disk) to get it.
+    """
+    image_id = f"{SCHEME}:{source}"
+    if loader.closed:
+        raise LoaderClosedError("this ImageLoader is closed", image_id=image_id)
+    _check_source(source, image_id)
+    loader.access.check_scheme(image_id)
+    head, read = await _fetch_head(loader, source, image_id)
+    info = await asyncio.to_thread(parse_header, head, image_id)
+    check_limits(info, loader.limits, image_id)
+    return info, read
+
+
+async def create_nifti_image_ids(
+    loader: ImageLoader,
+    source: str,
+    *,
+    timepoint: int = 0,
+    modality: str = DEFAULT_MODALITY,
+) -> list[str]:
+    """The imageIds of the slices of one volume of a NIfTI file, metadata registered.
+
+    ``source`` is an http(s) URL or a local path (a leading ``nifti:`` is allowed).
+    Only the header is read. Slices are listed in file order, ``k = 0 .. nz-1``;
+    ``timepoint`` selects the volume of a 4-D (or higher) file. ``modality`` goes
+    into each slice's generalSeriesModule (NIfTI does not record one).
+    """
+    if source.startswith(f"{SCHEME}:"):
+        source = source[len(SCHEME) + 1 :]
+    info, _ = await read_nifti_header(loader, source)
+    volumes = info.frames // info.slices
+    if not 0 <= timepoint < volumes:
+        raise InvalidImageIdError(
+            f"timepoint {timepoint} is outside 0..{volumes - 1}",
+            image_id=f"{SCHEME}:{source}",
+        )
+    first = timepoint * info.slices
+    frames = range(first, first + info.slices)
+
+    def build() -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (nifti_image_id(source, f), frame_modules(info, source, f, modality)) for f in frames
+        ]
+
+    # Hundreds of slices' modules: built off the loop, stored on it.
+    entries = await asyncio.to_thread(build)
+    loader.metadata.store.add_many(entries)
+    return [image_id for image_id, _ in entries]
+
+
+def _headers(loader: ImageLoader) -> ObjectCache[NiftiInfo]:
+    # Headers are small: many files' worth are kept, so that the metadata of many
+    # slices of one file costs one header read.
+    return loader.shared(
+        "nifti:headers",
+        lambda: ObjectCache(max_entries=256, max_bytes=256, size_of=lambda _: 1),
+    )
+
+
+async def load_nifti_metadata(image_id: str, ctx: LoadContext) -> None:
+    """The ``nifti:`` metadata loader: a slice's modules from its file's header alone.
+
+    For imageIds not made by :func:`create_nifti_image_ids` (volumes call this for
+    slices whose metadata is unknown). One header read serves every slice of a
+    file; modules already registered for the imageId are kept.
+    """
+    source, frame = parse_nifti_id(image_id)
+
+    async def read() -> NiftiInfo:
+        return (await read_nifti_header(ctx.loader, source))[0]
+
+    try:
+        info = await _headers(ctx.loader).get(source, read)
+    except ImageLoaderError as exc:
+        raise exc.for_image(image_id) from exc.__cause__
+    if frame >= info.frames:
+        raise InvalidImageIdError(
+            f"frame {frame} is outside 0..{info.frames - 1}", image_id=image_id
+        )
+    store = ctx.metadata.store
+    known = store.modules(image_id)
+    modules = frame_modules(info, source, frame, DEFAULT_MODALITY)
+    store.add(image_id, {name: m for name, m in modules.items() if name not in known})
+
+
+# -- loading ----------------------------------------------------------------------------
+def _keep_limit(ctx: LoadContext) -> int:
+    # A volume is worth keeping if the image cache could hold its slices: a volume
+    # larger than both bounds is served to the slices loading now, then dropped.
+    return max(ctx.limits.dataset_cache_bytes, ctx.loader.cache.max_size_bytes)
+
+
+def _volumes(ctx: LoadContext) -> ObjectCache[NiftiVolume]:
+    loader = ctx.loader
+    return loader.shared(
+        "nifti:volumes",
+        lambda: ObjectCache(
+            max_entries=ctx.limits.dataset_cache_entries,
+            max_bytes=_keep_limit(ctx),
+            size_of=lambda volume: volume.size_in_bytes,
+            key_of=_key_of,
+            events=loader.events,
+        ),
+    )
+
+
+async def _download(source: str, ctx: LoadContext, image_id: str) -> NiftiVolume:
+    if _is_url(source):
+        body = (await ctx.http.get(source, image_id=image_id)).body
+    else:
+        path = await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
+        body = await asyncio.to_thread(read_file, path, ctx.limits.max_response_bytes, image_id)
+    volume = await asyncio.to_thread(read_volume, body, image_id, ctx.limits)
+    if volume.size_in_bytes > _keep_limit(ctx):
+        logger.warning(
+            "%s: %d bytes of voxels is more than the cache holds; each of its slices "
+            "will download it again",
+            source,
+            volume.size_in_bytes,
+        )
+    return volume
+
+
+async def load_nifti(image_id: str, ctx: LoadContext) -> Image:
+    """The ``nifti:`` loader: one frame of a NIfTI file."""
+    source, frame = parse_nifti_id(image_id)
+    if not _is_url(source):
+        # Every imageId passes the policy, even when its file is already held.
+        await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
+    try:
+        volume = await _volumes(ctx).get(source, lambda: _download(source, ctx, image_id))
+    except ImageLoaderError as exc:
+        # One download serves many slices: name this one in its error.
+        raise exc.for_image(image_id) from exc.__cause__
+    info = volume.info
+    if frame >= info.frames:
+        raise InvalidImageIdError(
+            f"frame {frame} is outside 0..{info.frames - 1}", image_id=image_id
+        )
+    store = ctx.metadata.store
+    if image_id not in store:
+        store.add(image_id, frame_modules(info, source, frame, DEFAULT_MODALITY))
+    if store("voiLutModule", image_id) is None:
+        # No display range in the header: the whole file's, so every slice of a
+        # volume opens with the same window.
+        store.add(image_id, {"voiLutModule": _data_window(volume)})
+    return await asyncio.to_thread(
+        _create_image, image_id, volume, frame, ctx.options.prescale, store.modules(image_id)
+    )
+
+
+def _data_window(volume: NiftiVolume) -> VoiLutModule:
+    """A window over the file's values after the modality LUT (as DICOM's VOI is)."""
+    info = volume.info
+    ends = [volume.stored_min, volume.stored_max]
+    if info.slope is not None:
+        ends = [v * info.slope + (info.intercept or 0.0) for v in ends]
+    return voi_module(min(ends), max(ends))
+
+
+def _create_image(
+    image_id: str, volume: NiftiVolume, frame: int, prescale: bool, modules: dict[str, Any]
+) -> Image:
+    """The Image of one frame (blocking: runs in a worker thread)."""
+    cut = frame_pixels(volume, frame, prescale)
+    # The stored modules, which a caller may have replaced: tolerate missing fields.
+    plane = modules.get("imagePlaneModule")
+    voi = modules.get("voiLutModule")
+    if not (isinstance(voi, VoiLutModule) and voi.window_center and voi.window_width):
+        voi = _data_window(volume)
+    assert voi.window_center and voi.window_width
+    width, center = float(voi.window_width[0]), float(voi.window_center[0])
+    return Image.from_array(
+        image_id,
+        cut.pixels,
+        min_pixel_value=cut.min_value,
+        max_pixel_value=cut.max_value,
+        slope=cut.prescale.slope,
+        intercept=cut.prescale.intercept,
+        window_center=center,
+        window_width=width,
+        row_pixel_spacing=float(getattr(plane, "row_pixel_spacing", None) or 1.0),
+        column_pixel_spacing=float(getattr(plane, "column_pixel_spacing", None) or 1.0),
+        prescale=cut.prescale,
+        decode_time_ms=cut.decode_ms,
+    )

@@ -1,0 +1,271 @@
+"""Web images: PNG, JPEG and whatever else Pillow reads, over HTTP.
+
+ImageIds, as Cornerstone's:
+
+- ``http://host/a.png`` and ``https://host/a.jpg``: the URL is the imageId (its
+  web image loader);
+- ``web:https://host/a.png``: a ``web:`` prefix on the URL (Cornerstone3D's
+  ``webLoader`` example).
+
+The body is fetched over the loader's shared session and decoded by
+:func:`decode_web_image` in the decode pool (never on the event loop). The image
+follows Cornerstone's web loader: interleaved RGB uint8 (RGBA with ``use_rgba``),
+``color`` True, min 0, max 255, window 256/128, spacing 1 (a default: a web image
+has no calibration), slope 1, intercept 0. Greyscale keeps its samples, as a
+medical PNG needs: mode ``L`` (and ``1``, as 0/255) gives uint8, 16-bit PNG
+(``I;16``) uint16, ``I`` int32, ``F`` float32, each with its real min and max and a
+window over that range. Every other mode (``P`` palette, ``LA``, ``PA``, ``RGBA``,
+``CMYK``, ``YCbCr`` ...) converts to RGB(A) through Pillow; alpha is kept only
+with ``use_rgba``. The EXIF orientation is applied (as browsers draw a JPEG);
+animated formats give their first frame.
+
+Metadata modules (pixel, plane with ``using_default_values``, series with modality
+``SC``, VOI, modality LUT) are registered under the imageId once it loads.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import DecodeError, ImageLoaderError, ImageTooLargeError, InvalidImageIdError
+from .image import Image, default_window
+from .metadata import (
+    GeneralSeriesModule,
+    ImagePixelModule,
+    ImagePlaneModule,
+    ModalityLutModule,
+    VoiLutModule,
+)
+from .registry import split_scheme
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+    from .loader import LoadContext
+
+__all__ = ["WebPixels", "decode_web_image", "load_web_image", "web_image_url"]
+
+#: Pillow modes kept as one greyscale channel, and the array type each becomes.
+_GREYSCALE: dict[str, np.dtype[Any]] = {
+    "1": np.dtype(np.uint8),
+    "L": np.dtype(np.uint8),
+    "I;16": np.dtype(np.uint16),
+    "I;16L": np.dtype(np.uint16),
+    "I;16B": np.dtype(np.uint16),
+    "I;16N": np.dtype(np.uint16),
+    "I": np.dtype(np.int32),
+    "F": np.dtype(np.float32),
+}
+
+
+def web_image_url(image_id: str) -> str:
+    """The URL an ``http:``, ``https:`` or ``web:`` imageId names."""
+    scheme, rest = split_scheme(image_id)
+    url = rest if scheme == "web" else image_id
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidImageIdError(f"malformed URL: {exc}", image_id=image_id) from exc
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidImageIdError("expected an http(s) URL", image_id=image_id)
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class WebPixels:
+    """A decoded web image: the pixels and what the decode learnt about the source."""
+
+    pixels: npt.NDArray[Any]
+    color: bool
+    min_value: float
+    max_value: float
+    #: Pillow's name of the format (``PNG``, ``JPEG`` ...) and mode of the source.
+    format: str | None
+    mode: str
+    decode_ms: float
+
+
+@contextmanager
+def _bomb_checks(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb check at our limit, as an error, not a warning.
+
+    Pillow warns over ``MAX_IMAGE_PIXELS`` and raises only over twice that; both
+    settings are process-wide, so they are set for the decode and put back after
+    (a decode worker runs one decode at a time). Pillow's other warnings (a
+    corrupt EXIF block, say) say nothing about the pixels and are silenced.
+    """
+    from PIL import Image as PILModule
+
+    saved = PILModule.MAX_IMAGE_PIXELS
+    PILModule.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", PILModule.DecompressionBombWarning)
+            yield
+    finally:
+        PILModule.MAX_IMAGE_PIXELS = saved
+
+
+def _pixels(image: PILImage, use_rgba: bool) -> tuple[npt.NDArray[Any], bool]:
+    # np.array, not np.asarray: Pillow hands numpy a read-only view of its bytes,
+    # and an image's pixels should be writable wherever it was decoded.
+    dtype = _GREYSCALE.get(image.mode)
+    if dtype is not None:
+        if image.mode == "1":
+            image = image.convert("L")
+        return np.array(image, dtype=dtype), False
+    # Palette and alpha modes go through RGBA so that transparency is honoured
+    # (Pillow warns converting a palette with transparency straight to RGB).
+    rgba = image.convert("RGBA") if use_rgba or "A" in image.mode or "P" in image.mode else None
+    if use_rgba:
+        assert rgba is not None
+        return np.array(rgba), True
+    rgb = (rgba if rgba is not None else image).convert("RGB")
+    return np.array(rgb), True
+
+
+def decode_web_image(
+    data: bytes, image_id: str, use_rgba: bool, max_frame_pixels: int
+) -> WebPixels:
+    """Decode a web image's bytes (runs in a decode worker).
+
+    The size in the header is checked against ``max_frame_pixels`` before any
+    pixel is decoded. Raises :class:`ImageTooLargeError` over the limit and
+    :class:`DecodeError` for bytes that are not an image, or a truncated or corrupt one.
+    """
+    start = time.perf_counter()
+    try:
+        from PIL import Image as PILModule
+        from PIL import ImageOps
+    except ImportError as exc:  # pragma: no cover - Pillow is in the web extra
+        raise DecodeError("web images need Pillow: install imageloader[web]") from exc
+    try:
+        with _bomb_checks(max_frame_pixels), PILModule.open(BytesIO(data)) as opened:
+            # open() has read the header alone: refuse a bomb before decoding it.
+            width, height = opened.size
+            if width * height > max_frame_pixels:
+                raise ImageTooLargeError(
+                    f"image of {width}x{height} pixels exceeds the limit of {max_frame_pixels}",
+                    image_id=image_id,
+                )
+            source_format, source_mode = opened.format, opened.mode
+            opened.load()
+            pixels, color = _pixels(ImageOps.exif_transpose(opened), use_rgba)
+    except ImageLoaderError:
+        raise
+    except (PILModule.DecompressionBombError, PILModule.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(
+            f"image over the limit of {max_frame_pixels} pixels ({exc})", image_id=image_id
+        ) from exc
+    except Exception as exc:  # Pillow's OSError, SyntaxError, ValueError, zlib.error ...
+        raise DecodeError(
+            f"not a readable image: {type(exc).__name__}: {exc}", image_id=image_id
+        ) from exc
+    if color:
+        lo, hi = 0.0, 255.0  # Cornerstone's web loader reports the full 8-bit range
+    elif pixels.size:
+        # fmin/fmax skip NaN (a float TIFF may hold some) without a warning.
+        lo, hi = float(np.fmin.reduce(pixels, axis=None)), float(np.fmax.reduce(pixels, axis=None))
+        if np.isnan(lo):
+            lo = hi = 0.0
+    else:
+        lo = hi = 0.0
+    decode_ms = (time.perf_counter() - start) * 1000.0
+    return WebPixels(pixels, color, lo, hi, source_format, source_mode, decode_ms)
+
+
+def _modules(decoded: WebPixels, window: tuple[float, float]) -> dict[str, Any]:
+    rows, columns = int(decoded.pixels.shape[0]), int(decoded.pixels.shape[1])
+    bits = 8 if decoded.color else decoded.pixels.dtype.itemsize * 8
+    return {
+        "imagePixelModule": ImagePixelModule(
+            samples_per_pixel=3 if decoded.color else 1,
+            photometric_interpretation="RGB" if decoded.color else "MONOCHROME2",
+            rows=rows,
+            columns=columns,
+            bits_allocated=bits,
+            bits_stored=bits,
+            high_bit=bits - 1,
+            pixel_representation=0 if decoded.pixels.dtype.kind == "u" else 1,
+            smallest_pixel_value=decoded.min_value,
+            largest_pixel_value=decoded.max_value,
+        ),
+        # A web image has no geometry: Cornerstone's defaults, flagged as such so a
+        # viewer measures in pixels.
+        "imagePlaneModule": ImagePlaneModule(
+            rows=rows,
+            columns=columns,
+            image_orientation_patient=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+            row_cosines=(1.0, 0.0, 0.0),
+            column_cosines=(0.0, 1.0, 0.0),
+            image_position_patient=(0.0, 0.0, 0.0),
+            pixel_spacing=(1.0, 1.0),
+            row_pixel_spacing=1.0,
+            column_pixel_spacing=1.0,
+            using_default_values=True,
+        ),
+        "generalSeriesModule": GeneralSeriesModule(modality="SC"),
+        "voiLutModule": VoiLutModule(window_center=(window[1],), window_width=(window[0],)),
+        "modalityLutModule": ModalityLutModule(rescale_slope=1.0, rescale_intercept=0.0),
+    }
+
+
+async def load_web_image(image_id: str, ctx: LoadContext) -> Image:
+    """The ``http:``, ``https:`` and ``web:`` loader."""
+    url = web_image_url(image_id)
+    response = await ctx.http.get(url, image_id=image_id)
+    try:
+        decoded = await ctx.decode_pool.run(
+            decode_web_image,
+            response.body,
+            image_id,
+            ctx.options.use_rgba,
+            ctx.limits.max_frame_pixels,
+            request_type=ctx.request_type,
+            priority=ctx.priority,
+        )
+    except DecodeError as exc:
+        if response.content_type:
+            # What the server said it sent is the best clue (an HTML error page, say).
+            raise DecodeError(
+                f"{exc.message} (Content-Type: {response.content_type})", image_id=image_id
+            ) from exc
+        raise
+    window = (
+        (256.0, 128.0) if decoded.color else default_window(decoded.min_value, decoded.max_value)
+    )
+    ctx.metadata.store.add(image_id, _modules(decoded, window))
+    pixels = decoded.pixels
+    rows, columns = int(pixels.shape[0]), int(pixels.shape[1])
+    components = int(pixels.shape[2]) if pixels.ndim == 3 else 1
+    # Built field by field: Image.from_array would scan the pixels again, on the loop.
+    return Image(
+        image_id=image_id,
+        pixel_data=pixels,
+        rows=rows,
+        columns=columns,
+        height=rows,
+        width=columns,
+        color=decoded.color,
+        rgba=components == 4,
+        number_of_components=components,
+        min_pixel_value=decoded.min_value,
+        max_pixel_value=decoded.max_value,
+        window_width=window[0],
+        window_center=window[1],
+        photometric_interpretation="RGB" if decoded.color else "MONOCHROME2",
+        size_in_bytes=int(pixels.nbytes),
+        data_type=pixels.dtype.name,
+        decode_time_ms=decoded.decode_ms,
+    )
