@@ -3,6 +3,13 @@
 ``imageloader demo`` is the embedded default: with no server it loads the sample
 images that ship with pydicom through the whole pipeline (scheme dispatch, decode
 pool, cache), prints what it loaded and writes a montage PNG.
+
+``imageloader prefetch`` loads a DICOMweb study or series, or a file of imageIds, at
+PREFETCH priority, with a progress bar, optionally writing one ``.npy`` volume and a
+JSON manifest per series (``--output``), on this machine or a Dask cluster
+(``--dask-scheduler``); see :mod:`imageloader._cli_prefetch`.
+
+``imageloader info IMAGE_ID`` prints an image's metadata modules and fields as JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._cli_info import add_info_parser, run_info
+from ._cli_prefetch import add_prefetch_parser, run_prefetch
 from .errors import ImageLoaderError
 from .image import Image
 from .loader import ImageLoader
@@ -128,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="load pydicom's sample images and write a montage")
     demo.add_argument("--output", type=Path, default=Path("demo-output/montage.png"))
     demo.add_argument("--workers", type=int, default=None, help="decode processes")
+    add_prefetch_parser(sub)
+    add_info_parser(sub)
     return parser
 
 
@@ -136,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return asyncio.run(run_demo(args.output, args.workers))
+    if args.command == "prefetch":
+        return asyncio.run(run_prefetch(args))
+    if args.command == "info":
+        return asyncio.run(run_info(args.image_id, compact=args.compact))
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

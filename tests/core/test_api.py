@@ -14,8 +14,8 @@ def test_all_is_sorted_and_complete() -> None:
     expected = {
         "AccessPolicy", "Image", "ImageCache", "ImageLoader", "ImageLoaderError", "Limits",
         "LoadContext", "LoadOptions", "MetadataRegistry", "PreScale", "RequestPool",
-        "RequestType", "Volume", "__version__", "add_metadata_provider", "cancel_load_image", "errors",
-        "events", "get_default_loader", "get_metadata", "init", "iter_images",
+        "RequestType", "Volume", "__version__", "add_metadata_provider", "cancel_load_image",
+        "errors", "events", "get_default_loader", "get_metadata", "init", "iter_images",
         "load_and_cache_image", "load_and_cache_images", "load_image", "register_image_loader",
         "register_unknown_image_loader", "shutdown",
     }  # fmt: skip

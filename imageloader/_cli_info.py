@@ -1,0 +1,40 @@
+"""``imageloader info IMAGE_ID``: an image's metadata modules and Image fields as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from .errors import ImageLoaderError
+from .loader import ImageLoader
+from .metadata import module_to_json
+from .output import describe_error, image_fields
+
+__all__ = ["add_info_parser", "run_info"]
+
+
+def add_info_parser(sub: Any) -> None:
+    """The ``info`` subcommand's arguments."""
+    p = sub.add_parser("info", help="print an image's metadata modules and fields as JSON")
+    p.add_argument("image_id", metavar="IMAGE_ID", help="e.g. dicomfile:/data/ct.dcm")
+    p.add_argument("--compact", action="store_true", help="one line of JSON")
+
+
+async def run_info(image_id: str, *, compact: bool = False) -> int:
+    """Load one image and print ``{"image_id", "image", "modules"}``; returns the exit code."""
+    # One image: decoding in this process is faster than starting a worker process.
+    async with ImageLoader(max_web_workers=0) as loader:
+        try:
+            image = await loader.load_image(image_id)
+        except ImageLoaderError as exc:
+            print(f"imageloader info: {describe_error(exc)}", file=sys.stderr)
+            return 1
+        modules = loader.metadata.modules(image_id)
+    document = {
+        "image_id": image_id,
+        "image": image_fields(image),
+        "modules": {name: module_to_json(module) for name, module in modules.items()},
+    }
+    print(json.dumps(document, indent=None if compact else 2))
+    return 0

@@ -1,0 +1,215 @@
+"""``imageloader prefetch``: load a study, a series or a list of imageIds, optionally to disk.
+
+The first Ctrl-C (SIGINT, or SIGTERM) stops the run cleanly: loads in flight are
+cancelled, a series being written is finished, the loader closes (its decode
+processes exit), the summary is printed and the exit code is 130. Further Ctrl-Cs
+while it stops are ignored, so cleanup is never cut short. Exit codes: 0 all
+loaded, 1 some image failed, 2 the imageIds could not be listed (or the Dask
+scheduler reached), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._cli_progress import ProgressBar, format_duration
+from .errors import ImageLoaderError
+from .loader import ImageLoader
+from .output import PrefetchJob, PrefetchReport, describe_error, series_key
+from .request_pool import DEFAULT_CAPACITY
+
+if TYPE_CHECKING:
+    from .http import HttpOptions
+
+__all__ = ["add_prefetch_parser", "run_prefetch"]
+
+T = TypeVar("T")
+EXIT_INTERRUPTED = 130
+_SHOWN_FAILURES = 20
+
+
+def add_prefetch_parser(sub: Any) -> None:
+    """The ``prefetch`` subcommand's arguments."""
+    p = sub.add_parser(
+        "prefetch",
+        help="load a study, series or list of imageIds (optionally writing .npy volumes)",
+        description="Load everything at PREFETCH priority, continue past failures, print "
+        "a summary; exit 1 if any image failed, 130 when interrupted.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dicomweb", metavar="URL", help="DICOMweb root (with --study)")
+    source.add_argument("--ids", type=Path, metavar="FILE", help="one imageId a line, any scheme")
+    p.add_argument("--study", metavar="UID", help="StudyInstanceUID (with --dicomweb)")
+    p.add_argument("--series", metavar="UID", help="only this SeriesInstanceUID")
+    p.add_argument("--output", type=Path, metavar="DIR", help="write .npy volumes and JSON here")
+    p.add_argument("--concurrency", type=int, default=16, metavar="N", help="requests at once")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="decode processes")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="basic auth for --dicomweb "
+                   "(default: $IMAGELOADER_AUTH)")  # fmt: skip
+    p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run on this Dask cluster")
+    p.add_argument("--dask-batch", type=int, default=8, metavar="N", help="imageIds per Dask task")
+    p.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
+
+
+def _http_options(args: argparse.Namespace) -> HttpOptions | None:
+    from .http import HttpOptions
+
+    auth = args.auth or os.environ.get("IMAGELOADER_AUTH")
+    if not (auth and args.dicomweb):
+        return None
+    user, _, password = auth.partition(":")
+    return HttpOptions(auth={args.dicomweb: (user, password)})
+
+
+def _loader(args: argparse.Namespace) -> ImageLoader:
+    concurrency = max(1, args.concurrency)
+    return ImageLoader(
+        max_web_workers=args.workers,
+        request_limits={"prefetch": concurrency},
+        max_concurrent_requests=max(DEFAULT_CAPACITY, concurrency),
+        max_cache_size_bytes=256 << 20,  # prefetch does not cache; frames go to disk
+        http=_http_options(args),
+    )
+
+
+async def _image_ids(loader: ImageLoader, args: argparse.Namespace) -> list[str]:
+    if args.ids is not None:
+        text = await asyncio.to_thread(args.ids.read_text)
+        return [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
+    from .dicomweb import image_ids_for_series, image_ids_for_study
+
+    if args.series:
+        return await image_ids_for_series(loader, args.dicomweb, args.study, args.series)
+    return await image_ids_for_study(loader, args.dicomweb, args.study)
+
+
+async def _until_signalled(work: Callable[[], Awaitable[T]], on_signal: Callable[[], object]) -> T:
+    """Run ``work()``; the first SIGINT/SIGTERM calls ``on_signal``, later ones are ignored."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    received = False
+
+    def handler() -> None:
+        nonlocal received
+        if not received:
+            received = True
+            print("\ninterrupted: stopping…", file=sys.stderr, flush=True)
+            on_signal()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, handler)
+    try:
+        return await work()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def _run_local(
+    loader: ImageLoader, ids: list[str], args: argparse.Namespace, bar: ProgressBar
+) -> PrefetchReport:
+    job = PrefetchJob(loader, ids, output=args.output, progress=bar.update)
+    task = asyncio.ensure_future(job.run())
+    try:
+        await _until_signalled(lambda: asyncio.shield(task), task.cancel)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not task.cancelled() or (current is not None and current.cancelling()):
+            raise  # we were cancelled, not just the job
+        job.report.interrupted = True
+    return job.report
+
+
+async def _run_dask(
+    loader: ImageLoader, ids: list[str], args: argparse.Namespace, bar: ProgressBar
+) -> PrefetchReport:
+    from distributed import Client
+
+    from .integrations.dask import prefetch_many
+
+    series = ("generalSeriesModule",)
+    known = {i: series_key(m) for i in ids if (m := loader.metadata.modules(i, series))}
+    stop = threading.Event()
+
+    def run() -> PrefetchReport:
+        with Client(args.dask_scheduler, timeout=10) as client:  # type: ignore[no-untyped-call]
+            return prefetch_many(
+                ids,
+                client=client,
+                output=args.output,
+                batch_size=args.dask_batch,
+                loader_options={"http": http} if (http := _http_options(args)) else None,
+                series_of=known,
+                progress=bar.update,
+                stop=stop,
+            )
+
+    # The client is synchronous: it runs on a thread, and a signal sets `stop`.
+    return await _until_signalled(lambda: asyncio.to_thread(run), stop.set)
+
+
+def _summary(report: PrefetchReport, output: Path | None) -> str:
+    lines = [
+        f"{'interrupted' if report.interrupted else 'done'} in {format_duration(report.seconds)}:"
+        f" {report.loaded} loaded, {len(report.failures)} failed, {report.skipped} skipped "
+        f"(complete on disk), {report.resumed} resumed of {report.total} images; "
+        f"{report.bytes / 1e6:.1f} MB decoded, "
+        f"{report.loaded / max(report.seconds, 1e-6):.1f} images/s"
+    ]
+    if output is not None:
+        volumes = sum(1 for w in report.written if w.layout == "volume")
+        lines.append(
+            f"wrote {len(report.written)} series to {output} ({volumes} volumes, "
+            f"{len(report.written) - volumes} per-frame)"
+        )
+        if report.held:
+            lines.append(f"held back (a frame failed; rerun to resume): {', '.join(report.held)}")
+    for image_id, reason in list(report.failures.items())[:_SHOWN_FAILURES]:
+        lines.append(f"FAILED {image_id}: {reason}")
+    if len(report.failures) > _SHOWN_FAILURES:
+        lines.append(f"... and {len(report.failures) - _SHOWN_FAILURES} more failures")
+    return "\n".join(lines)
+
+
+async def run_prefetch(args: argparse.Namespace) -> int:
+    """The ``prefetch`` command; returns the exit code."""
+    if args.dicomweb and not args.study:
+        print("imageloader prefetch: --dicomweb needs --study", file=sys.stderr)
+        return 2
+    if args.dask_scheduler and args.output is None:
+        print("note: without --output, a Dask prefetch only checks that images load")
+    bar = ProgressBar(interval=args.progress_interval)
+    async with _loader(args) as loader:
+        listing = asyncio.ensure_future(_image_ids(loader, args))
+        try:
+            ids = await _until_signalled(lambda: asyncio.shield(listing), listing.cancel)
+        except asyncio.CancelledError:
+            if not listing.cancelled():
+                raise
+            print("interrupted while listing the imageIds", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (ImageLoaderError, OSError) as exc:
+            print(f"imageloader prefetch: cannot list imageIds: {describe_error(exc)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"prefetching {len(ids)} images" + (f" into {args.output}" if args.output else ""))
+        run = _run_dask if args.dask_scheduler else _run_local
+        try:
+            report = await run(loader, ids, args, bar)
+        except (OSError, TimeoutError) as exc:  # the Dask scheduler cannot be reached
+            print(f"imageloader prefetch: {describe_error(exc)}", file=sys.stderr)
+            return 2
+    # The loader is closed here: its decode processes have exited.
+    bar.finish(report)
+    print(_summary(report, args.output), flush=True)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if report.ok else 1

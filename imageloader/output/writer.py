@@ -1,0 +1,325 @@
+"""The prefetch output on disk: frames staged one by one, then one volume per series.
+
+Layout under the output directory ``OUT``::
+
+    OUT/<series>.npy             the series' frames stacked, (n, rows, columns[, components]),
+                                 in scan order (imageloader.geometry.slice_geometry)
+    OUT/<series>/0000.npy ...    instead, one file per frame when the frames differ in size
+    OUT/<series>.json            the manifest: imageIds in array order, geometry, every
+                                 frame's metadata modules and Image fields. Written last:
+                                 its presence is what marks the series complete.
+    OUT/.staging/<series>/       frames loaded but not yet assembled (``<hash>.npy`` and a
+                                 ``<hash>.json`` sidecar, the sidecar written second)
+
+Every file is written to a temporary name and moved into place with ``os.replace``,
+so an interrupted run leaves either the old state or the new one, never half a file;
+a later run skips complete series and staged frames, and loads only the rest.
+``<series>`` is the SeriesInstanceUID (``no-series`` for images without one).
+
+All methods block (file I/O): call them from a worker thread, not the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageLoaderError, MetadataError
+from ..geometry import slice_geometry
+from ..image import Image
+from ..metadata import ImagePlaneModule, module_to_json
+
+__all__ = [
+    "NO_SERIES",
+    "OutputConflictError",
+    "SeriesWriter",
+    "StagedFrame",
+    "WrittenSeries",
+    "image_fields",
+    "series_key",
+]
+
+NO_SERIES = "no-series"
+STAGING = ".staging"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class OutputConflictError(ImageLoaderError):
+    """The series is already complete on disk with other frames; it is left as it is."""
+
+
+def series_key(modules: Mapping[str, Any]) -> str:
+    """The file name stem of the series an image belongs to (from its metadata modules)."""
+    series = modules.get("generalSeriesModule")
+    uid = getattr(series, "series_instance_uid", None)
+    if isinstance(series, Mapping):
+        uid = series.get("series_instance_uid")
+    if not uid:
+        return NO_SERIES
+    key = _UNSAFE.sub("_", str(uid)).strip(".")
+    return key[:128] or NO_SERIES
+
+
+def image_fields(image: Image) -> dict[str, Any]:
+    """An Image's fields as JSON-ready values, without the pixels."""
+    fields: dict[str, Any] = {
+        f.name: module_to_json(getattr(image, f.name))
+        for f in dataclasses.fields(image)
+        if f.name != "pixel_data"
+    }
+    fields["shape"] = list(image.pixel_data.shape)
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class StagedFrame:
+    """One frame on disk in the staging area, with what its sidecar says."""
+
+    image_id: str
+    series: str
+    path: Path
+    sidecar: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenSeries:
+    """What :meth:`SeriesWriter.finalize` wrote."""
+
+    series: str
+    layout: str  # "volume" or "frames"
+    frames: int
+    manifest: Path
+    data: Path  # the .npy volume, or the directory of per-frame files
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_npy(path: Path, array: np.ndarray[Any, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as file:
+            np.save(file, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """Shape and dtype of an .npy file, from its header alone."""
+    with path.open("rb") as file:
+        version = np.lib.format.read_magic(file)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(file)
+    return tuple(shape), dtype
+
+
+def _write_volume(
+    path: Path, sources: list[Path], shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> None:
+    """Stack .npy frames into one .npy file, a frame at a time (memory: one frame)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    try:
+        with tmp.open("wb") as out:
+            np.lib.format.write_array_header_1_0(out, header)
+            for source in sources:
+                frame = np.load(source, allow_pickle=False)
+                out.write(np.ascontiguousarray(frame, dtype=dtype).data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fallback_order(frame: StagedFrame) -> tuple[float, float, str]:
+    modules = frame.sidecar.get("modules", {})
+    number = (modules.get("generalImageModule") or {}).get("instance_number")
+    frame_number = (modules.get("multiframeModule") or {}).get("frame_number")
+    return (
+        float(number) if isinstance(number, int | float) else float("inf"),
+        float(frame_number) if isinstance(frame_number, int | float) else 0.0,
+        frame.image_id,
+    )
+
+
+class SeriesWriter:
+    """Stages frames and assembles complete series under one output directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.staging = self.root / STAGING
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    # -- what is already on disk ---------------------------------------------------------
+    def manifest_path(self, series: str) -> Path:
+        """Where a series' manifest goes (it exists once the series is complete)."""
+        return self.root / f"{series}.json"
+
+    def complete(self) -> dict[str, str]:
+        """imageId → series of every frame in a complete series."""
+        done: dict[str, str] = {}
+        for manifest in self.root.glob("*.json"):
+            try:
+                data = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue  # not one of ours, or unreadable: the series is redone
+            if isinstance(data, dict) and isinstance(data.get("image_ids"), list):
+                done.update(dict.fromkeys(map(str, data["image_ids"]), manifest.stem))
+        return done
+
+    def staged(self, series: str | None = None) -> Iterator[StagedFrame]:
+        """The frames staged (for one series, or all); a frame without its sidecar is not."""
+        folders = [self.staging / series] if series else sorted(self.staging.iterdir())
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for sidecar_path in sorted(folder.glob("*.json")):
+                npy = sidecar_path.with_suffix(".npy")
+                try:
+                    sidecar = json.loads(sidecar_path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if npy.is_file() and isinstance(sidecar, dict) and "image_id" in sidecar:
+                    yield StagedFrame(str(sidecar["image_id"]), folder.name, npy, sidecar)
+
+    # -- writing -------------------------------------------------------------------------
+    def stage(self, image: Image, modules: Mapping[str, Any]) -> str:
+        """Write one frame and its sidecar to the staging area; returns its series."""
+        series = series_key(modules)
+        folder = self.staging / series
+        folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha1(image.image_id.encode(), usedforsecurity=False).hexdigest()[:24]
+        _atomic_npy(folder / f"{name}.npy", image.pixel_data)
+        sidecar = {
+            "image_id": image.image_id,
+            "image": image_fields(image),
+            "modules": module_to_json(dict(modules)),
+        }
+        _atomic_write(folder / f"{name}.json", json.dumps(sidecar).encode())
+        return series
+
+    def finalize(self, series: str) -> WrittenSeries:
+        """Assemble a series from its staged frames, write its manifest, drop the staging.
+
+        Raises :class:`OutputConflictError` if the series is already complete on disk
+        with other imageIds (nothing is overwritten).
+        """
+        frames = sorted(self.staged(series), key=_fallback_order)
+        if not frames:
+            raise MetadataError(f"no staged frames for series {series}")
+        ids = [f.image_id for f in frames]
+        manifest = self.manifest_path(series)
+        if manifest.exists():
+            previous = set(self.complete_ids_of(manifest))
+            if previous != set(ids):
+                raise OutputConflictError(
+                    f"series {series} is already complete in {self.root} with other frames; "
+                    f"delete {manifest.name} and its data to rebuild it",
+                    image_id=ids[0],
+                )
+        frames, geometry = self._scan_order(frames)
+        headers = [_npy_header(f.path) for f in frames]
+        same_shape = len({shape for shape, _ in headers}) == 1
+        dtype = np.result_type(*(d for _, d in headers))
+        if same_shape:
+            data = self.root / f"{series}.npy"
+            _write_volume(data, [f.path for f in frames], (len(frames), *headers[0][0]), dtype)
+            files = None
+        else:
+            data = self.root / series
+            data.mkdir(exist_ok=True)
+            files = [f"{series}/{index:04d}.npy" for index in range(len(frames))]
+            for frame, name in zip(frames, files, strict=True):
+                shutil.copyfile(frame.path, self.root / name)  # staging is dropped below
+        layout = "volume" if same_shape else "frames"
+        document: dict[str, Any] = {
+            "series": series,
+            "layout": layout,
+            "shape": [len(frames), *headers[0][0]] if same_shape else None,
+            "dtype": str(dtype) if same_shape else None,
+            "files": files,
+            "geometry": geometry,
+            "image_ids": [f.image_id for f in frames],
+            "frames": [
+                {
+                    "image_id": f.image_id,
+                    "image": f.sidecar["image"],
+                    "modules": f.sidecar["modules"],
+                }
+                for f in frames
+            ],
+        }
+        _atomic_write(manifest, json.dumps(document, indent=1).encode())
+        shutil.rmtree(self.staging / series, ignore_errors=True)
+        return WrittenSeries(series, layout, len(frames), manifest, data)
+
+    @staticmethod
+    def complete_ids_of(manifest: Path) -> list[str]:
+        """The imageIds a manifest lists."""
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(i) for i in data.get("image_ids", [])] if isinstance(data, dict) else []
+
+    @staticmethod
+    def _scan_order(frames: list[StagedFrame]) -> tuple[list[StagedFrame], dict[str, Any] | None]:
+        """Frames sorted along the scan axis, and the geometry (None if they do not form one).
+
+        Without usable plane metadata the fallback order (instance, frame number) stays;
+        the sort is stable, so frames at one position (a cine) keep it too.
+        """
+        planes: dict[str, ImagePlaneModule] = {}
+        for frame in frames:
+            plane = frame.sidecar["modules"].get("imagePlaneModule")
+            if not isinstance(plane, dict) or plane.get("image_position_patient") is None:
+                return frames, None
+            try:
+                planes[frame.image_id] = ImagePlaneModule(**plane)
+            except TypeError:
+                return frames, None
+        try:
+            geometry = slice_geometry(planes)
+        except MetadataError:
+            return frames, None
+        by_id = {f.image_id: f for f in frames}
+        described = {
+            "origin": list(geometry.origin),
+            "spacing": list(geometry.spacing),
+            "direction": list(geometry.direction),
+            "positions": list(geometry.positions),
+            "regular": geometry.regular,
+        }
+        return [by_id[i] for i in geometry.image_ids], described
+
+    def clean_temporaries(self) -> int:
+        """Remove temporary files an interrupted run left; returns how many."""
+        removed = 0
+        for tmp in [*self.root.glob(".*.tmp"), *self.staging.glob("*/.*.tmp")]:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        return removed

@@ -1,0 +1,171 @@
+"""The ``imageloader`` command on local files and a local origin, run as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.cli.test_cli_orthanc import run_cli
+from tests.integrations.servers import SAMPLES, run_origin
+from tests.processes import worker_children
+from tests.support.orthanc import process_alive
+
+pytestmark = pytest.mark.timeout(120)
+
+CT = SAMPLES / "CT_small.dcm"
+RTDOSE = SAMPLES / "rtdose.dcm"  # 15 frames, 10x10, one series
+
+
+def test_demo_still_works(tmp_path: Path) -> None:
+    montage = tmp_path / "montage.png"
+    result = run_cli("demo", "--output", str(montage), "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CT_small.dcm" in result.stdout
+    assert montage.read_bytes().startswith(b"\x89PNG")
+
+
+def test_prefetch_ids_continues_past_failures(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    lines = [
+        "# comments and blank lines are skipped",
+        f"dicomfile:{CT}",
+        "",
+        f"dicomfile:{SAMPLES}/no-such-file.dcm",
+        *(f"dicomfile:{RTDOSE}?frame={n}" for n in range(15, 0, -1)),
+        "nosuchscheme:whatever",
+    ]
+    ids.write_text("\n".join(lines))
+    out = tmp_path / "out"
+    result = run_cli("prefetch", "--ids", str(ids), "--output", str(out), "--workers", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "16 loaded, 2 failed" in result.stdout
+    assert f"FAILED dicomfile:{SAMPLES}/no-such-file.dcm: NotFoundError" in result.stdout
+    assert "FAILED nosuchscheme:whatever: UnknownSchemeError" in result.stdout
+    manifests = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert len(manifests) == 2  # CT_small's series and RTDOSE's
+    dose = next(m for m in manifests.values() if m["shape"] == [15, 10, 10])
+    # Frames listed last-first in the file, written in scan order.
+    assert dose["image_ids"] == [f"dicomfile:{RTDOSE}?frame={n}" for n in range(1, 16)]
+    volume = np.load(out / f"{dose['series']}.npy")
+    assert volume.dtype == np.float32 and volume.shape == (15, 10, 10)
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"dicomfile:{RTDOSE}?frame={n}" for n in range(1, 16)))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imageloader", "prefetch", "--ids", str(ids), "--workers", "0"],
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait(30) == 0, process.stderr.read() if process.stderr else ""
+    if process.stderr:
+        process.stderr.close()
+    assert b"\r[########################] 15/15 100%" in shown
+    assert b"img/s" in shown and b"MB/s" in shown and b"ETA" in shown
+    assert b"progress:" not in shown  # plain lines are for pipes and files
+
+
+def test_info_of_a_local_file_and_of_a_missing_one() -> None:
+    result = run_cli("info", f"dicomfile:{CT}")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["image"]["rows"] == 128 and document["image"]["data_type"] == "int16"
+    assert document["modules"]["imagePixelModule"]["bits_allocated"] == 16
+    assert document["modules"]["modalityLutModule"]["rescale_intercept"] == -1024
+    missing = run_cli("info", "dicomfile:/no/such/file.dcm")
+    assert missing.returncode == 1
+    assert "NotFoundError" in missing.stderr and not missing.stdout
+
+
+async def _progress_until(process: asyncio.subprocess.Process, loaded: int) -> set[int]:
+    """Read progress lines until ``loaded`` images are done; the decode workers seen."""
+    assert process.stdout is not None
+    workers: set[int] = set()
+    while True:
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert line, "the CLI ended before it was interrupted"
+        workers |= set(worker_children(process.pid))
+        if line.startswith(b"progress: ") and workers:
+            done = int(line.split()[1].split(b"/")[0])
+            if done >= loaded:
+                return workers
+
+
+async def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+    async with run_origin() as origin:
+        # Forty distinct objects, each answered after 0.3 s, two at a time: ~6 s in all.
+        ids = [origin.wadouri("CT_small.dcm", delay="0.3", n=str(n)) for n in range(40)]
+        ids_file = tmp_path / "ids.txt"
+        ids_file.write_text("\n".join(ids))
+        out = tmp_path / "out"
+        base = ["-m", "imageloader", "prefetch", "--ids", str(ids_file), "--output", str(out)]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *base,
+            "--concurrency=2",
+            "--workers=1",
+            "--progress-interval=0.05",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            workers = await _progress_until(process, loaded=4)
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 130, stdout.decode() + stderr.decode()
+        text = stdout.decode()
+        assert "interrupted in" in text and "failed" in text
+        assert b"interrupted: stopping" in stderr
+        # The decode worker exited with the CLI, and no load ran on after Ctrl-C.
+        assert workers and not [pid for pid in workers if process_alive(pid)]
+        fetched = sum(origin.hits.values())
+        assert 4 <= fetched < 40
+        assert not list(out.rglob("*.tmp"))
+        staged = len(list((out / ".staging").rglob("*.npy")))
+        assert staged >= 4
+
+        # The rerun loads only what is missing, then writes the series.
+        rerun = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *base,
+            "--concurrency=16",
+            "--workers=1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(rerun.communicate(), 60)
+        assert rerun.returncode == 0, stdout.decode() + stderr.decode()
+        assert (
+            f"{40 - staged} loaded, 0 failed, 0 skipped (complete on disk), {staged} resumed"
+            in (stdout.decode())
+        )
+        assert sum(origin.hits.values()) == fetched + 40 - staged
+    (manifest,) = out.glob("*.json")
+    assert sorted(json.loads(manifest.read_text())["image_ids"]) == sorted(ids)
+    assert np.load(manifest.with_suffix(".npy")).shape == (40, 128, 128)

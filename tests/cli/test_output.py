@@ -1,0 +1,163 @@
+"""The prefetch output: series written as soon as complete, failures held back, resumes.
+
+A ``synthetic:{series}/{index}`` scheme makes 4x4 images whose value is the index,
+at z = -index (so scan order is the reverse of index order), and can be told to
+fail or to wait, which makes the writer's timing observable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imageloader import Image, ImageLoader, LoadContext
+from imageloader.errors import FetchError
+from imageloader.metadata import GeneralSeriesModule, ImagePlaneModule
+from imageloader.output import (
+    OutputConflictError,
+    PrefetchReport,
+    SeriesTracker,
+    SeriesWriter,
+    prefetch,
+)
+
+
+def modules(image_id: str) -> dict[str, object]:
+    series, index = image_id.split(":", 1)[1].split("/")
+    return {
+        "generalSeriesModule": GeneralSeriesModule(series_instance_uid=series),
+        "imagePlaneModule": ImagePlaneModule(
+            rows=4,
+            columns=4,
+            row_cosines=(1.0, 0.0, 0.0),
+            column_cosines=(0.0, 1.0, 0.0),
+            image_position_patient=(0.0, 0.0, -float(index)),
+        ),
+    }
+
+
+class Synthetic:
+    """The scheme's loader: counts loads, fails the ids in ``fail``, waits on ``gates``."""
+
+    def __init__(self) -> None:
+        self.loads: Counter[str] = Counter()
+        self.fail: set[str] = set()
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def __call__(self, image_id: str, ctx: LoadContext) -> Image:
+        self.loads[image_id] += 1
+        if image_id in self.gates:
+            await asyncio.wait_for(self.gates[image_id].wait(), 10)
+        ctx.metadata.store.add(image_id, modules(image_id))
+        if image_id in self.fail:
+            raise FetchError("the origin said no", image_id=image_id, status=503)
+        index = int(image_id.rsplit("/", 1)[1])
+        return Image.from_array(image_id, np.full((4, 4), index, np.int16))
+
+
+def ids(series: str, count: int) -> list[str]:
+    return [f"synthetic:{series}/{n}" for n in range(count)]
+
+
+async def run(
+    out: Path, image_ids: list[str], scheme: Synthetic, *, registered: bool
+) -> PrefetchReport:
+    async with ImageLoader(max_web_workers=0) as loader:
+        loader.register_image_loader("synthetic", scheme)
+        if registered:  # as DICOMweb listings do: the series is known before loading
+            for image_id in image_ids:
+                loader.metadata.store.add(image_id, modules(image_id))
+        return await prefetch(loader, image_ids, output=out)
+
+
+async def test_a_series_is_written_as_soon_as_its_frames_are_in(tmp_path: Path) -> None:
+    scheme = Synthetic()
+    first, second = ids("1.1", 5), ids("1.2", 5)
+    gate = scheme.gates[second[-1]] = asyncio.Event()
+    manifest = tmp_path / "1.1.json"
+
+    async def open_gate_when_written() -> None:
+        # Series 1.2's last frame is held until series 1.1 is on disk: a writer that
+        # waited for the end of the run would never let it through (and time out).
+        # (Polls the disk: the file appearing is the very thing observed.)
+        for _ in range(1000):
+            if await asyncio.to_thread(manifest.exists):
+                gate.set()
+                return
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.ensure_future(open_gate_when_written())
+    report = await run(tmp_path, first + second, scheme, registered=True)
+    await watcher
+    assert report.ok and report.loaded == 10
+    volume = np.load(tmp_path / "1.1.npy")
+    assert volume[:, 0, 0].tolist() == [4, 3, 2, 1, 0]  # scan order: z ascending
+    document = json.loads(manifest.read_text())
+    assert document["geometry"]["spacing"][2] == pytest.approx(1.0)
+    assert document["image_ids"] == list(reversed(first))
+
+
+async def test_unknown_series_are_written_at_the_end(tmp_path: Path) -> None:
+    scheme = Synthetic()
+    report = await run(tmp_path, ids("2.1", 3) + ids("2.2", 2), scheme, registered=False)
+    assert report.ok
+    assert sorted(w.series for w in report.written) == ["2.1", "2.2"]
+    assert np.load(tmp_path / "2.2.npy").shape == (2, 4, 4)
+
+
+async def test_a_failed_frame_holds_its_series_back_until_a_rerun(tmp_path: Path) -> None:
+    scheme = Synthetic()
+    good, bad = ids("3.1", 4), ids("3.2", 4)
+    scheme.fail.add(bad[2])
+    report = await run(tmp_path, good + bad, scheme, registered=True)
+    assert list(report.failures) == [bad[2]]
+    assert isinstance(report.errors[bad[2]], FetchError)
+    assert report.held == ["3.2"]
+    assert (tmp_path / "3.1.npy").exists() and not (tmp_path / "3.2.json").exists()
+    assert len(list((tmp_path / ".staging" / "3.2").glob("*.npy"))) == 3
+
+    scheme.fail.clear()
+    scheme.loads.clear()
+    again = await run(tmp_path, good + bad, scheme, registered=False)
+    assert again.ok
+    assert dict(scheme.loads) == {bad[2]: 1}  # only the missing frame was loaded
+    assert (again.skipped, again.resumed, again.loaded) == (4, 3, 1)
+    assert np.load(tmp_path / "3.2.npy")[:, 0, 0].tolist() == [3, 2, 1, 0]
+    assert not (tmp_path / ".staging" / "3.2").exists()
+
+
+async def test_a_complete_series_is_never_overwritten_with_other_frames(tmp_path: Path) -> None:
+    scheme = Synthetic()
+    await run(tmp_path, ids("4.1", 3), scheme, registered=True)
+    before = (tmp_path / "4.1.npy").read_bytes()
+    report = await run(tmp_path, ids("4.1", 5), scheme, registered=True)
+    assert list(report.failures) == ["series:4.1"]
+    assert isinstance(report.errors["series:4.1"], OutputConflictError)
+    assert (tmp_path / "4.1.npy").read_bytes() == before
+
+
+def test_frames_of_different_sizes_are_written_one_file_each(tmp_path: Path) -> None:
+    writer = SeriesWriter(tmp_path)
+    for index, size in enumerate((4, 6, 4)):
+        image = Image.from_array(f"x:{index}", np.full((size, size), index, np.uint8))
+        writer.stage(image, {"generalSeriesModule": GeneralSeriesModule(series_instance_uid="5")})
+    written = writer.finalize("5")
+    assert written.layout == "frames" and written.frames == 3
+    document = json.loads(written.manifest.read_text())
+    arrays = [np.load(tmp_path / name) for name in document["files"]]
+    assert [a.shape for a in arrays] == [(4, 4), (6, 6), (4, 4)]
+    assert [int(a[0, 0]) for a in arrays] == [0, 1, 2]  # no positions: the order given
+
+
+def test_tracker_waits_for_unknown_series_and_holds_failures() -> None:
+    tracker = SeriesTracker({"a1": "A", "a2": "A", "b1": "B", "u": None})
+    assert tracker.settled("a1", "A", True) == []
+    assert tracker.settled("a2", "A", True) == []  # "u" might still belong to A
+    assert tracker.settled("b1", "B", False) == []
+    assert tracker.settled("u", "A", True) == ["A"]
+    assert tracker.held == {"B"} and tracker.unwritten() == []
