@@ -18,9 +18,9 @@ Design:
   the ones queued behind it go back to the queue, and a fresh process replaces it.
   A task running longer than ``task_timeout`` gets its process killed and fails
   with ``LoadTimeoutError``.
-- ``max_workers=0`` (and inside daemonic processes such as Dask workers, which
-  cannot have children) runs tasks in-process on one thread: the event loop is
-  never blocked, and a debugger sees the decode.
+- ``max_workers=0`` runs tasks on one thread of this process (the event loop is
+  never blocked, and a debugger sees the decode). Inside daemonic processes (Dask
+  workers), which cannot have children, ``max_workers`` threads are used instead.
 """
 
 from __future__ import annotations
@@ -173,8 +173,11 @@ class DecodePool:
             max_workers = default_worker_count()
         if max_workers < 0:
             raise ValueError("max_workers must be >= 0")
+        self._threads = 1
         if max_workers > 0 and multiprocessing.current_process().daemon:
-            max_workers = 0  # a daemonic process (e.g. a Dask worker) cannot have children
+            # A daemonic process (e.g. a Dask worker) cannot have children: decode on
+            # as many threads instead (the codecs release the GIL).
+            self._threads, max_workers = max_workers, 0
         self.max_workers = max_workers
         self.task_timeout = task_timeout
         self.depth = max(1, depth)
@@ -333,7 +336,7 @@ class DecodePool:
     ) -> T:
         if self._thread is None:
             self._thread = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="imageloader-decode"
+                max_workers=self._threads, thread_name_prefix="imageloader-decode"
             )
         try:
             return await loop.run_in_executor(self._thread, fn, *args)

@@ -168,3 +168,16 @@ async def test_the_timeout_does_not_count_the_worker_starting() -> None:
         assert await asyncio.wait_for(pool.run(pool_tasks.echo, "again", 0.05), 30) == "again"
     finally:
         await pool.aclose()
+
+
+def test_a_daemonic_process_decodes_on_threads() -> None:
+    import multiprocessing
+
+    process = multiprocessing.current_process()
+    was = process.daemon
+    process._config["daemon"] = True  # as inside a Dask worker
+    try:
+        pool = DecodePool(3)
+    finally:
+        process._config["daemon"] = was
+    assert pool.in_process and pool._threads == 3
