@@ -167,3 +167,17 @@ def test_malformed_image_ids() -> None:
         "3",
         7,
     )
+
+
+async def test_metadata_provided_by_the_caller_is_used(loader: ImageLoader) -> None:
+    import pydicom
+
+    from imageloader.dicom.modules import metadata_modules
+
+    modules = metadata_modules(pydicom.dcmread(CT), frame=1)
+    async with fake_dicomweb(CT) as web:
+        provided = {web.image_id(): modules}
+        loader.metadata.add_provider(lambda kind, image_id: provided.get(image_id, {}).get(kind))
+        image = await loader.load_image(web.image_id())
+        np.testing.assert_array_equal(image.pixel_data, await _reference(loader, CT))
+        assert web.hits["metadata"] == 0  # nothing asked of the server but the frame
