@@ -46,9 +46,9 @@ _RANKS = {t: i for i, t in enumerate(RequestType)}
 #: prefetch and compute leave room so an interactive load starts at once.
 DEFAULT_LIMITS: Mapping[RequestType, int] = {
     RequestType.INTERACTION: 24,
-    RequestType.THUMBNAIL: 12,
-    RequestType.PREFETCH: 16,
-    RequestType.COMPUTE: 8,
+    RequestType.THUMBNAIL: 8,
+    RequestType.PREFETCH: 8,
+    RequestType.COMPUTE: 4,
 }
 DEFAULT_CAPACITY = 24
 

@@ -9,13 +9,18 @@ modality LUT's, with ``prescale.scaled`` telling whether the pixels already carr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..decode.params import DecodedFrame
+from ..decode.params import DecodedFrame, DecodeOptions, PixelParams
+from ..decode.syntaxes import SYNTAXES
+from ..decode.worker import decode_frame
 from ..image import Image, default_window
 from ..metadata import ImagePlaneModule, ModalityLutModule, VoiLutModule
 
-__all__ = ["create_image"]
+if TYPE_CHECKING:
+    from ..loader import LoadContext
+
+__all__ = ["create_image", "decode_to_image"]
 
 
 def _first(values: tuple[float, ...] | None) -> float | None:
@@ -88,4 +93,37 @@ def create_image(
         prescale=decoded.prescale,
         decode_time_ms=decoded.decode_ms,
         transfer_syntax_uid=transfer_syntax_uid,
+    )
+
+
+async def decode_to_image(
+    image_id: str,
+    ctx: LoadContext,
+    data: bytes | memoryview,
+    params: PixelParams,
+    modules: Mapping[str, Any],
+    transfer_syntax_uid: str,
+) -> Image:
+    """Decode one frame in the decode pool, at the load's priority, into its Image."""
+    syntax = SYNTAXES.get(params.transfer_syntax_uid)
+    decoded = await ctx.decode_pool.run(
+        decode_frame,
+        data,
+        params,
+        DecodeOptions(prescale=ctx.options.prescale, use_rgba=ctx.options.use_rgba),
+        image_id,
+        ctx.limits.max_frame_pixels,
+        request_type=ctx.request_type,
+        priority=ctx.priority,
+        # Uncompressed frames need no codec: a process round trip would cost more.
+        inline=syntax is not None
+        and not syntax.encapsulated
+        and len(data) == params.native_frame_bytes,
+    )
+    return create_image(
+        image_id,
+        decoded,
+        modules,
+        transfer_syntax_uid=transfer_syntax_uid,
+        photometric_interpretation=params.photometric_interpretation,
     )

@@ -59,10 +59,12 @@ async def fetch_bulkdata(
     }
 
     async def one(uri: str) -> tuple[str, bytes]:
-        response = await http.get(uri, image_id=image_id, headers={"Accept": _BULK_ACCEPT})
+        response = await http.get(
+            uri, image_id=image_id, headers={"Accept": _BULK_ACCEPT, "Accept-Encoding": "identity"}
+        )
         if is_multipart(response.content_type):
             parts = parse_multipart_related(
-                response.body, response.content_type, image_id=image_id, url=uri
+                response.body, response.content_type, image_id=image_id, url=uri, max_parts=1
             )
             if len(parts) != 1:
                 raise ResponseFormatError(
@@ -93,14 +95,16 @@ async def parse_instances(
         out = []
         for url, item in items:
             ds = dataset_from_json(item, bulkdata_handler=handler, image_id=image_id)
-            out.append((url, ds, [] if _lacks_palette(ds) else instance_modules(url, ds)))
+            frames = [] if _lacks_palette(ds) else instance_modules(url, ds, image_id)
+            out.append((url, ds, frames))
         return out
 
     parsed = await asyncio.to_thread(parse)
     for index, (url, ds, frames) in enumerate(parsed):
         if not frames:
             ds = await _part10_header(http, url, image_id)
-            parsed[index] = (url, ds, await asyncio.to_thread(instance_modules, url, ds))
+            frames = await asyncio.to_thread(instance_modules, url, ds, image_id)
+            parsed[index] = (url, ds, frames)
     return parsed
 
 
@@ -113,7 +117,16 @@ def _lacks_palette(ds: Dataset) -> bool:
 async def _part10_header(http: HttpClient, instance_url: str, image_id: str | None) -> Dataset:
     response = await http.get(instance_url, image_id=image_id, headers={"Accept": _PART10_ACCEPT})
     parts = (
-        [p.data for p in parse_multipart_related(response.body, response.content_type)]
+        [
+            p.data
+            for p in parse_multipart_related(
+                response.body,
+                response.content_type,
+                image_id=image_id,
+                url=instance_url,
+                max_parts=1,
+            )
+        ]
         if is_multipart(response.content_type)
         else [memoryview(response.body)]
     )
@@ -133,12 +146,15 @@ def frame_image_id(instance_url: str, frame: int) -> str:
     return f"wadors:{instance_url}/frames/{frame}"
 
 
-def instance_modules(instance_url: str, ds: Dataset) -> list[tuple[str, dict[str, Any]]]:
-    """Every frame's imageId and modules of one instance (CPU work: run it off the loop)."""
-    return [
-        (frame_image_id(instance_url, n), modules)
-        for n, modules in enumerate(metadata_modules_by_frame(ds), start=1)
-    ]
+def instance_modules(
+    instance_url: str, ds: Dataset, image_id: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every frame's imageId and modules of one instance (CPU work: run it off the loop).
+
+    Raises ImageTooLargeError when the instance claims more than ``modules.MAX_FRAMES``.
+    """
+    by_frame = metadata_modules_by_frame(ds, image_id=image_id)
+    return [(frame_image_id(instance_url, n), modules) for n, modules in enumerate(by_frame, 1)]
 
 
 def register_instance(

@@ -30,7 +30,9 @@ def parse_wadouri_id(image_id: str) -> tuple[str, int]:
     """The object's URL (without ``frame``) and the 1-based frame number."""
     _, url = split_scheme(image_id)
     try:
+        url.encode("utf-8")  # a lone surrogate (JSON's "\ud800") can never be sent
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - checks the port number
     except ValueError as exc:
         raise InvalidImageIdError(f"malformed URL: {exc}", image_id=image_id) from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -56,7 +58,10 @@ def _key_of(image_id: str) -> str | None:
 
 def _fetcher(url: str, ctx: LoadContext, image_id: str) -> Callable[[], Awaitable[Part10Object]]:
     async def fetch() -> Part10Object:
-        response = await ctx.http.get(url, image_id=image_id)
+        # Not gzipped: pixel data barely compresses, and the server pays for trying.
+        response = await ctx.http.get(
+            url, image_id=image_id, headers={"Accept-Encoding": "identity"}
+        )
         return await read_part10(response.body, ctx, image_id)
 
     return fetch

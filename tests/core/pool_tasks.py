@@ -43,3 +43,21 @@ def fail_foreign() -> None:
 
 def fail_typed() -> None:
     raise DecodeError("bad codestream", image_id="x:1")
+
+
+def checksum_and_array(data: bytes, delay: float = 0.0) -> tuple[int, object]:
+    """Returns a dataclass-free tuple: the bytes' sum, and a large array derived from them."""
+    import numpy as np
+
+    if delay:
+        time.sleep(delay)
+    array = np.frombuffer(data, dtype=np.uint8).astype(np.uint16) * 3
+    return int(array.sum()), array
+
+
+def big_array(n: int, delay: float = 0.0) -> object:
+    import numpy as np
+
+    if delay:
+        time.sleep(delay)
+    return np.arange(n, dtype=np.int32)
