@@ -28,7 +28,14 @@ from .color import interleave
 from .params import PixelParams
 from .syntaxes import CodestreamInfo, Family, jpeg_is_ycbcr, markers_say_ycbcr
 
-__all__ = ["Codec", "CodecOutput", "CodecRegistry", "Unsuited", "default_registry"]
+__all__ = [
+    "CONTROL_FLOW",
+    "Codec",
+    "CodecOutput",
+    "CodecRegistry",
+    "Unsuited",
+    "default_registry",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -59,6 +66,10 @@ class Codec:
     module: str
     install: str
     decode: DecodeFn
+
+
+#: What a codec may raise that is not its failure: these always propagate.
+CONTROL_FLOW = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 class Unsuited(Exception):
@@ -132,7 +143,12 @@ class CodecRegistry:
                 missing = missing or codec
                 reasons.append(f"{codec.name}: {exc}")
                 continue
-            except Exception as exc:  # any codec failure: note it, try the next codec
+            except CONTROL_FLOW:
+                raise
+            # Any codec failure: note it, try the next codec. A Rust codec's panic
+            # (pylibjpeg-rle on a frame smaller than the pixel module says) is
+            # pyo3's PanicException, a BaseException: a failure all the same.
+            except BaseException as exc:
                 attempted += 1
                 detail = str(exc) if isinstance(exc, Unsuited) else f"{type(exc).__name__}: {exc}"
                 reasons.append(f"{codec.name}: {detail}")
@@ -244,6 +260,13 @@ def _imagecodecs(
     return CodecOutput(pixels, pi, _precision(info))
 
 
+def _ic_jpegsof3(data: Buffer, params: PixelParams, info: CodestreamInfo | None) -> CodecOutput:
+    if info is None or info.rows == 0:
+        # It cannot read a DNL marker: it returns no rows and corrupts the heap.
+        raise Unsuited("imagecodecs' jpegsof3 needs the height in the frame header")
+    return _imagecodecs("jpegsof3_decode", data, params, info)
+
+
 # -- JPEG-LS -----------------------------------------------------------------------------
 
 
@@ -351,7 +374,7 @@ def _builtins() -> list[Codec]:
         Codec("imagecodecs-jpeg8", _ANY_JPEG, ic, ic, _ic_jpeg8),  # libjpeg-turbo 3
         Codec("pillow", _JPEG, "PIL", "Pillow", _pillow_jpeg),  # libjpeg-turbo, 8-bit
         Codec("imagecodecs-ljpeg", _LOSSLESS, ic, ic, _ic("ljpeg_decode")),
-        Codec("imagecodecs-jpegsof3", _LOSSLESS, ic, ic, _ic("jpegsof3_decode")),
+        Codec("imagecodecs-jpegsof3", _LOSSLESS, ic, ic, _ic_jpegsof3),
         Codec(
             "imagecodecs-jpegls", frozenset({Family.JPEG_LS}), ic, ic, _ic("jpegls_decode")
         ),  # CharLS

@@ -18,7 +18,9 @@ __all__ = [
     "CodestreamInfo",
     "Family",
     "TransferSyntax",
+    "dnl_height",
     "has_end_marker",
+    "header_problem",
     "jpeg_is_ycbcr",
     "markers_say_ycbcr",
     "read_header",
@@ -152,6 +154,22 @@ def has_end_marker(data: bytes | bytearray | memoryview) -> bool:
     return end >= 2 and buf[end - 2] == 0xFF and buf[end - 1] == 0xD9
 
 
+_DNL = b"\xff\xdc\x00\x04"
+
+
+def dnl_height(data: bytes | bytearray | memoryview) -> int | None:
+    """The height a JPEG's DNL marker gives (for a frame header of 0 rows), or None.
+
+    FF DC cannot occur in entropy-coded data (an FF there is followed by 00 or a
+    restart marker), so the first one is the marker.
+    """
+    buf = bytes(data)
+    at = buf.find(_DNL)
+    if at < 0 or at + 6 > len(buf):
+        return None
+    return int.from_bytes(buf[at + 4 : at + 6], "big")
+
+
 def markers_say_ycbcr(info: CodestreamInfo) -> bool | None:
     """libjpeg's reading of a JPEG's colour markers; None when there is none to go by.
 
@@ -268,3 +286,129 @@ def _read_j2k(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
         precision=(ssiz & 0x7F) + 1,
         signed=bool(ssiz & 0x80),
     )
+
+
+# -- structure checks ---------------------------------------------------------------------
+# The codec libraries are C and C++ that trust their input: a marker segment one byte
+# too long crashes imagecodecs' lossless JPEG decoder, a tile width of 0 makes
+# OpenJPH divide by zero, an RLE segment offset past the frame crashes imagecodecs'
+# RLE decoder. The structure each one relies on is checked here first.
+
+
+def header_problem(data: bytes | bytearray | memoryview, family: Family) -> str | None:
+    """What makes a codestream's headers unsafe to hand to a codec, or None."""
+    if family in (Family.JPEG, Family.JPEG_LOSSLESS, Family.JPEG_LS):
+        return _jpeg_problem(memoryview(data).cast("B"))
+    if family in (Family.JPEG2000, Family.HTJ2K):
+        return _j2k_problem(memoryview(data).cast("B"))
+    if family is Family.RLE:
+        return _rle_problem(memoryview(data).cast("B"))
+    return None
+
+
+def _jpeg_tables_problem(buf: memoryview, marker: int, body: int, end: int) -> str | None:
+    """DHT and DQT: the tables must fill their segment exactly."""
+    at = body
+    while at < end:
+        if marker == 0xC4:  # DHT: class/id, 16 counts, the symbols
+            if at + 17 > end:
+                return "a JPEG Huffman table is cut short"
+            at += 17 + sum(buf[at + 1 : at + 17])
+        else:  # DQT: precision/id, 64 entries of 1 or 2 bytes
+            precision = buf[at] >> 4
+            if precision > 1:
+                return f"a JPEG quantization table has precision {precision}"
+            at += 1 + 64 * (precision + 1)
+    return None if at == end else "a JPEG table runs past its marker segment"
+
+
+def _jpeg_problem(buf: memoryview) -> str | None:
+    """The marker segments from SOI to the first SOS: each where the last one ends."""
+    size = len(buf)
+    if size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return "no JPEG start-of-image marker"
+    at, frame = 2, False
+    while True:
+        if at + 4 > size:
+            return "the JPEG headers end before the first scan"
+        if buf[at] != 0xFF:
+            return f"no JPEG marker where a marker segment should start (byte {at})"
+        marker = buf[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        if marker in (0xD8, 0xD9):
+            return "a JPEG start- or end-of-image marker before the first scan"
+        length = _u16(buf, at + 2)
+        body, end = at + 4, at + 2 + length
+        if length < 2 or end > size:
+            return f"a JPEG marker segment (FF {marker:02X}) runs past the data"
+        if marker in _SOF or marker == 0xF7:
+            components = buf[body + 5] if length >= 8 else 0
+            if components == 0 or length != 8 + 3 * components:
+                return f"a JPEG frame header of {length} bytes for {components} components"
+            frame = True
+        elif marker in (0xC4, 0xDB):
+            problem = _jpeg_tables_problem(buf, marker, body, end)
+            if problem is not None:
+                return problem
+        elif marker == 0xDA:
+            components = buf[body] if length >= 3 else 0
+            if not frame:
+                return "a JPEG scan before the frame header"
+            if not 1 <= components <= 4 or length != 6 + 2 * components:
+                return f"a JPEG scan header of {length} bytes for {components} components"
+            return None
+        at = end
+
+
+def _j2k_problem(buf: memoryview) -> str | None:
+    """The SIZ marker segment: sizes, offsets, tiles and subsampling (ISO 15444-1 A.5.1)."""
+    start = 0 if bytes(buf[:4]) == _SOC_SIZ else bytes(buf[:65536]).find(_SOC_SIZ)
+    if start < 0 or start + 42 > len(buf):
+        return "no JPEG 2000 image and tile size (SIZ) marker"
+    siz = start + 4
+    length, components = _u16(buf, siz), _u16(buf, siz + 36)
+    if not 1 <= components <= 16384 or length != 38 + 3 * components:
+        return f"a JPEG 2000 SIZ segment of {length} bytes for {components} components"
+    if siz + length > len(buf):
+        return "the JPEG 2000 SIZ segment runs past the data"
+    width, height, x0, y0, tile_w, tile_h, tile_x0, tile_y0 = (
+        _u32(buf, siz + 4 + 4 * i) for i in range(8)
+    )
+    if tile_w == 0 or tile_h == 0:
+        return "a JPEG 2000 tile size of 0"
+    if x0 >= width or y0 >= height:
+        return "a JPEG 2000 image offset outside the image"
+    if tile_x0 > x0 or tile_y0 > y0 or tile_x0 + tile_w <= x0 or tile_y0 + tile_h <= y0:
+        return "JPEG 2000 tiles that do not cover the image"
+    for at in range(siz + 38, siz + 38 + 3 * components, 3):
+        if (buf[at] & 0x7F) + 1 > 38:
+            return f"a JPEG 2000 component precision of {(buf[at] & 0x7F) + 1} bits"
+        if buf[at + 1] == 0 or buf[at + 2] == 0:
+            return "a JPEG 2000 component subsampling of 0"
+    return None
+
+
+def _rle_problem(buf: memoryview) -> str | None:
+    """What is wrong with an RLE frame's segment table (PS3.5 G.5), or None.
+
+    Checked before any codec runs: imagecodecs (2026.3) trusts the offsets, reading
+    past the frame for one a little beyond its end and crashing the process for a
+    large one.
+    """
+    if len(buf) < 64:
+        return f"RLE frame of {len(buf)} bytes is shorter than its 64-byte header"
+    count = int.from_bytes(buf[:4], "little")
+    if not 1 <= count <= 15:
+        return f"RLE header names {count} segments (1 to 15 allowed)"
+    offsets = [int.from_bytes(buf[4 * i : 4 * i + 4], "little") for i in range(1, count + 1)]
+    if offsets[0] != 64:
+        return f"the first RLE segment starts at {offsets[0]}, not right after the header"
+    ends = [*offsets[1:], len(buf)]
+    if any(end <= start for start, end in zip(offsets, ends, strict=True)):
+        return "RLE segment offsets are out of order or point past the frame"
+    return None

@@ -30,14 +30,16 @@ from ..errors import (
 )
 from ..image import PreScale
 from . import color, pixels
-from .codecs import CodecOutput, CodecRegistry, shared_registry
+from .codecs import CONTROL_FLOW, CodecOutput, CodecRegistry, shared_registry
 from .params import DecodedFrame, DecodeOptions, PixelParams
 from .syntaxes import (
     SYNTAXES,
     CodestreamInfo,
     Family,
     TransferSyntax,
+    dnl_height,
     has_end_marker,
+    header_problem,
     read_header,
     sniff,
 )
@@ -80,9 +82,9 @@ def decode_frame(
     try:
         decoded, codec = _decode(data, params, syntax, registry, max_frame_pixels, image_id)
         frame = _to_contract(decoded, params, options)
-    except ImageLoaderError:
+    except (ImageLoaderError, *CONTROL_FLOW):
         raise
-    except Exception as exc:  # the boundary: nothing foreign leaves the worker
+    except BaseException as exc:  # the boundary: nothing foreign (not even a Rust panic) leaves
         raise DecodeError(
             f"could not decode the frame: {type(exc).__name__}: {exc}", image_id=image_id
         ) from exc
@@ -145,7 +147,10 @@ def _decode(
         family = sniffed
     info = read_header(data, family)
     if info is not None:
-        _check_header(info, params, max_frame_pixels, image_id)
+        _check_header(info, data, params, max_frame_pixels, image_id)
+    problem = header_problem(data, family)
+    if problem is not None:
+        raise DecodeError(problem, image_id=image_id)
     if family is not Family.RLE and not has_end_marker(data):
         raise DecodeError(
             f"truncated {family.value} codestream: no end marker (FF D9)", image_id=image_id
@@ -168,8 +173,15 @@ def _native(
     return CodecOutput(shaped, pi)
 
 
+_DNL_FAMILIES = frozenset({Family.JPEG, Family.JPEG_LOSSLESS})
+
+
 def _check_header(
-    info: CodestreamInfo, params: PixelParams, max_frame_pixels: int, image_id: str | None
+    info: CodestreamInfo,
+    data: bytes | bytearray | memoryview,
+    params: PixelParams,
+    max_frame_pixels: int,
+    image_id: str | None,
 ) -> None:
     # The codestream's own header decides what a codec allocates: check it first.
     if info.rows * info.columns > max_frame_pixels:
@@ -178,10 +190,14 @@ def _check_header(
             f"{max_frame_pixels}",
             image_id=image_id,
         )
-    # A JPEG may leave the height to a later DNL marker (rows 0).
-    if info.columns != params.columns or info.rows not in (0, params.rows):
+    rows = info.rows
+    if rows == 0 and info.family in _DNL_FAMILIES:
+        # A JPEG may leave the height to a DNL marker after the first scan. Without
+        # one (or with another height) a codec decodes rows until memory runs out.
+        rows = dnl_height(data) or 0
+    if info.columns != params.columns or rows != params.rows:
         raise DecodeError(
-            f"codestream is {info.rows}x{info.columns} but the pixel module says "
+            f"codestream is {rows}x{info.columns} but the pixel module says "
             f"{params.rows}x{params.columns}",
             image_id=image_id,
         )

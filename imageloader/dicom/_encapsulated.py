@@ -125,11 +125,18 @@ def _by_basic_offsets(bot: list[int], fragments: list[_Fragment]) -> list[list[_
     starts = {f.offset for f in fragments}
     if bot[0] != 0 or any(b <= a for a, b in itertools.pairwise(bot)) or not starts.issuperset(bot):
         return None  # an unusable table: fall back to the fragments themselves
-    bounds = [*bot[1:], None]
-    return [
-        [f for f in fragments if f.offset >= lo and (hi is None or f.offset < hi)]
-        for lo, hi in zip(bot, bounds, strict=True)
-    ]
+    # One pass: every entry is the start of a fragment, and both are in order.
+    # (Scanning every fragment for every entry is quadratic: 60,000 tiny
+    # fragments behind a matching table took minutes.)
+    groups: list[list[_Fragment]] = []
+    entries = iter(bot)
+    next_start = next(entries, None)
+    for fragment in fragments:
+        if fragment.offset == next_start:
+            groups.append([])
+            next_start = next(entries, None)
+        groups[-1].append(fragment)
+    return groups
 
 
 def build_frame_index(

@@ -88,13 +88,21 @@ def expand_segmented(
     """
     words = [int(v) for v in data]
     out: list[int] = []
+    # Indirect segments replay others, and segments may add nothing: bound the
+    # segments read, or a few thousand empty ones replayed by a few thousand
+    # indirect ones keep this loop busy for minutes.
+    budget = len(words) + 4 * entries + 65536
 
     def run(start: int, max_segments: int | None, depth: int = 0) -> None:
+        nonlocal budget
         if depth > 8:
             raise PaletteError("indirect segments nest too deeply in a segmented LUT")
         pos, done = start, 0
         # ``pos + 1`` tolerates a trailing padding word.
         while pos + 1 < len(words) and (max_segments is None or done < max_segments):
+            budget -= 1
+            if budget < 0:
+                raise PaletteError("a segmented LUT replays too many segments")
             opcode, length = words[pos], words[pos + 1]
             pos += 2
             if opcode == 0:  # discrete: `length` values follow

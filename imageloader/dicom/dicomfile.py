@@ -9,18 +9,16 @@ followed) inside one of them.
 from __future__ import annotations
 
 import asyncio
+import os
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
-from ..errors import DecodeError, InvalidImageIdError, NotFoundError
+from ..errors import InvalidImageIdError
 from ..image import Image
 from ..loader import LoadContext
 from ..objectcache import ObjectCache
 from ..registry import split_scheme
 from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10
 from .modules import metadata_modules_by_frame
-from .part10 import Part10Object
+from .part10 import Part10Object, read_header
 
 __all__ = ["load_dicomfile", "load_dicomfile_metadata", "parse_dicomfile_id"]
 
@@ -31,6 +29,14 @@ def parse_dicomfile_id(image_id: str) -> tuple[str, int]:
     """``dicomfile:/a/b.dcm?frame=3`` → ``("/a/b.dcm", 3)``."""
     _, rest = split_scheme(image_id)
     path, sep, query = rest.partition("?frame=")
+    try:
+        # No file name holds a NUL, or a lone surrogate other than one standing for
+        # an undecodable byte of a file name (as os.fsdecode writes them).
+        named = b"\x00" not in os.fsencode(path)
+    except UnicodeEncodeError:
+        named = False
+    if not named:
+        raise InvalidImageIdError("not a file path", image_id=image_id)
     return path, parse_frame_number(query if sep else None, image_id)
 
 
@@ -52,13 +58,8 @@ async def load_dicomfile(image_id: str, ctx: LoadContext) -> Image:
 
 
 def _read_header(path: str, image_id: str) -> list[dict[str, object]]:
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"no such file: {path}", image_id=image_id, url=path) from exc
-    except (OSError, InvalidDicomError, ValueError, EOFError) as exc:
-        raise DecodeError(f"unreadable DICOM header: {exc}", image_id=image_id) from exc
-    return metadata_modules_by_frame(ds)
+    # read_header bounds a deflated dataset's inflated size (pydicom's own read does not).
+    return metadata_modules_by_frame(read_header(path, image_id=image_id), image_id=image_id)
 
 
 async def load_dicomfile_metadata(image_id: str, ctx: LoadContext) -> None:

@@ -11,26 +11,46 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ..decode.params import DecodeOptions
-from ..decode.worker import decode_frame
 from ..errors import InvalidImageIdError
 from ..image import Image
 from ..loader import LoadContext
 from ..objectcache import ObjectCache
-from .image import create_image
+from .image import decode_to_image
 from .modules import metadata_modules
 from .part10 import Part10Object, parse_part10
 
-__all__ = ["decode_part10_frame", "parse_frame_number", "part10_objects", "read_part10"]
+__all__ = [
+    "MAX_FRAME_NUMBER",
+    "decode_part10_frame",
+    "parse_frame_number",
+    "part10_objects",
+    "read_part10",
+]
+
+
+#: NumberOfFrames is an IS: no object has more frames than this.
+MAX_FRAME_NUMBER = 2**31 - 1
 
 
 def parse_frame_number(value: str | None, image_id: str) -> int:
     """A 1-based frame number from an imageId (``None``: frame 1)."""
     if value is None:
         return 1
-    if not value.isdigit() or int(value) < 1:
-        raise InvalidImageIdError(f"frame must be a number >= 1, not {value!r}", image_id=image_id)
-    return int(value)
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses, and
+    # int() refuses more than 4300 digits: bound the length before converting.
+    digits = value.lstrip("0")
+    if (
+        not value.isascii()
+        or not value.isdigit()
+        or not digits
+        or len(digits) > 10
+        or int(digits) > MAX_FRAME_NUMBER
+    ):
+        raise InvalidImageIdError(
+            f"frame must be a number from 1 to {MAX_FRAME_NUMBER}, not {value[:40]!r}",
+            image_id=image_id,
+        )
+    return int(digits)
 
 
 def part10_objects(
@@ -79,21 +99,6 @@ async def decode_part10_frame(
     if image_id not in store:
         store.add(image_id, metadata_modules(obj.dataset, frame=frame))
     params = obj.pixel_params(frame, limits=ctx.limits)
-    options = DecodeOptions(prescale=ctx.options.prescale, use_rgba=ctx.options.use_rgba)
-    decoded = await ctx.decode_pool.run(
-        decode_frame,
-        obj.frame(frame),
-        params,
-        options,
-        image_id,
-        ctx.limits.max_frame_pixels,
-        request_type=ctx.request_type,
-        priority=ctx.priority,
-    )
-    return create_image(
-        image_id,
-        decoded,
-        store.modules(image_id),
-        transfer_syntax_uid=obj.transfer_syntax_uid,
-        photometric_interpretation=params.photometric_interpretation,
+    return await decode_to_image(
+        image_id, ctx, obj.frame(frame), params, store.modules(image_id), obj.transfer_syntax_uid
     )

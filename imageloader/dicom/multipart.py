@@ -119,12 +119,15 @@ def parse_multipart_related(
     *,
     image_id: str | None = None,
     url: str | None = None,
+    max_parts: int | None = None,
 ) -> list[Part]:
     """Split a ``multipart/*`` response body into its parts (RFC 2046).
 
     Raises :class:`ResponseFormatError` if ``content_type`` is not multipart or has
     no boundary, or the body is malformed, and :class:`TruncatedResponseError` if
-    the body ends before the close delimiter.
+    the body ends before the close delimiter. With ``max_parts``, a body holding more
+    parts is refused as soon as one more is found: each part costs Python work on
+    the event loop, and a megabyte of empty parts would hold it for a second.
     """
     media_type, params = parse_media_type(content_type)
     if not media_type.startswith("multipart/"):
@@ -141,7 +144,7 @@ def parse_multipart_related(
             url=url,
         )
     splitter = _Splitter(body, _encode_boundary(boundary, image_id, url), image_id, url)
-    return splitter.split_strict(params.get("type"))
+    return splitter.split_strict(params.get("type"), max_parts)
 
 
 def parse_loose_multipart(
@@ -202,7 +205,7 @@ class _Splitter:
         self.image_id = image_id
         self.url = url
 
-    def split_strict(self, default_type: str | None) -> list[Part]:
+    def split_strict(self, default_type: str | None, max_parts: int | None = None) -> list[Part]:
         body, delimiter = self.body, self.delimiter
         needle = b"\r\n" + delimiter
         first = self._delimiter_at(0, len(delimiter)) if body.startswith(delimiter) else None
@@ -219,6 +222,8 @@ class _Splitter:
         while True:
             part, (_, close, start) = self._strict_part(start, needle, default_type)
             parts.append(part)
+            if max_parts is not None and len(parts) > max_parts:
+                raise self._malformed(f"the multipart body has more than {max_parts} part(s)")
             if close:
                 return parts
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import zlib
 from typing import BinaryIO
 
 import numpy as np
@@ -45,9 +46,40 @@ from ._palette import PaletteError, read_palette
 from ._suv import suv_body_weight
 from ._values import FrameView, decoder_syntax, element_value, frame_count, to_string
 
-__all__ = ["Part10Object", "frame_count", "parse_part10", "pixel_params"]
+__all__ = ["Part10Object", "frame_count", "parse_part10", "pixel_params", "read_header"]
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+_INFLATE_STEP = 1 << 20
+
+
+def _check_inflated_size(data: bytes, limit: int, image_id: str | None) -> None:
+    """Refuse a deflated dataset that inflates past ``limit`` bytes (counted, not kept).
+
+    The input goes in in slices: each step's unconsumed input is copied, so feeding
+    it whole would copy the rest of a large object at every step.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    view, total = memoryview(data), 0
+    try:
+        for start in range(0, len(view), _INFLATE_STEP):
+            pending: bytes | memoryview = view[start : start + _INFLATE_STEP]
+            while True:
+                chunk = inflater.decompress(pending, _INFLATE_STEP)
+                total += len(chunk)
+                if total > limit:
+                    raise ImageTooLargeError(
+                        f"the deflated dataset inflates past the limit of {limit} bytes",
+                        image_id=image_id,
+                    )
+                if inflater.eof:
+                    return
+                pending = inflater.unconsumed_tail
+                if not pending and len(chunk) < _INFLATE_STEP:
+                    break
+    except zlib.error:
+        return  # not a deflate stream: pydicom's own read says what is wrong
 
 
 class _TruncationProbe:
@@ -55,17 +87,25 @@ class _TruncationProbe:
 
     pydicom stops silently (or with a warning) at a premature end of file; a complete
     object has at most one short read, the empty read of the tag after its last element.
+
+    pydicom reads a deflated dataset with one ``read()`` of the rest of the file and
+    inflates it whole, with no bound: a few hundred kB of zeros inflate to gigabytes.
+    That read is the one without a size, so the probe checks the inflated size there.
     """
 
-    def __init__(self, fp: BinaryIO) -> None:
+    def __init__(self, fp: BinaryIO, inflate_limit: int, image_id: str | None) -> None:
         self._fp = fp
         self.name = getattr(fp, "name", "<bytes>")
         self.partial_reads = 0
         self.empty_reads = 0
+        self._inflate_limit = inflate_limit
+        self._image_id = image_id
 
     def read(self, size: int | None = -1) -> bytes:
         data = self._fp.read(-1 if size is None else size)
-        if size is not None and size > 0 and len(data) < size:
+        if size is None or size < 0:
+            _check_inflated_size(data, self._inflate_limit, self._image_id)
+        elif size > 0 and len(data) < size:
             if data:
                 self.partial_reads += 1
             else:
@@ -83,22 +123,22 @@ class _TruncationProbe:
         return self.partial_reads > 0 or self.empty_reads > 1
 
 
-def _read(fp: BinaryIO, image_id: str | None) -> Dataset:
-    probe = _TruncationProbe(fp)
+def _read(fp: BinaryIO, image_id: str | None, inflate_limit: int) -> Dataset:
+    probe = _TruncationProbe(fp, inflate_limit, image_id)
     try:
         try:
             ds = dcmread(probe)
         except InvalidDicomError:
             # No preamble or 'DICM' prefix: accept a bare dataset that starts like one.
             fp.seek(0)
-            probe = _TruncationProbe(fp)
+            probe = _TruncationProbe(fp, inflate_limit, image_id)
             ds = dcmread(probe, force=True)
             first = next(iter(ds.keys()), None)
             if first is None or first.group not in (0x0002, 0x0008):
                 raise DecodeError("not a DICOM Part 10 object", image_id=image_id) from None
     except MemoryError:
         raise
-    except DecodeError:
+    except (DecodeError, ImageTooLargeError):
         raise
     except Exception as exc:
         raise DecodeError(f"unreadable DICOM object: {exc}", image_id=image_id) from exc
@@ -262,6 +302,28 @@ class Part10Object:
         )
 
 
+def read_header(
+    path: str | os.PathLike[str], *, image_id: str | None = None, limits: Limits | None = None
+) -> Dataset:
+    """The dataset of the Part 10 file at ``path``, read up to its pixel data (blocking).
+
+    A deflated dataset is held to the inflated size :func:`parse_part10` allows.
+    Raises NotFoundError for a missing file, ImageTooLargeError past the limit and
+    DecodeError for anything else unreadable.
+    """
+    inflate_limit = (limits or Limits()).max_response_bytes
+    try:
+        with open(path, "rb") as fp:
+            probe = _TruncationProbe(fp, inflate_limit, image_id)
+            return dcmread(probe, stop_before_pixels=True)
+    except FileNotFoundError as exc:
+        raise NotFoundError("no such file", image_id=image_id, url=os.fspath(path)) from exc
+    except (MemoryError, ImageTooLargeError):
+        raise
+    except Exception as exc:  # pydicom's and the OS's errors alike: the header is unreadable
+        raise DecodeError(f"unreadable DICOM header: {exc}", image_id=image_id) from exc
+
+
 def parse_part10(
     data: bytes | bytearray | memoryview | str | os.PathLike[str],
     *,
@@ -272,20 +334,23 @@ def parse_part10(
 
     Blocking; run it in a worker thread. Raises MetadataError when the object has no
     pixel data or lacks the pixel module attributes needed to cut frames, DecodeError
-    when it is truncated or unreadable, and ImageTooLargeError over ``limits``.
+    when it is truncated or unreadable, and ImageTooLargeError over ``limits`` (a
+    deflated dataset may inflate to ``max_response_bytes``, the defaults' without them).
     """
+    # An inflated (deflated) dataset may be as large as a response may be.
+    inflate_limit = (limits or Limits()).max_response_bytes
     if isinstance(data, (bytes, bytearray, memoryview)):
         source_bytes = len(data)
-        ds = _read(io.BytesIO(data), image_id)
+        ds = _read(io.BytesIO(data), image_id, inflate_limit)
     else:
         try:
             with open(data, "rb") as fp:
                 source_bytes = os.fstat(fp.fileno()).st_size
-                ds = _read(fp, image_id)
+                ds = _read(fp, image_id, inflate_limit)
         except FileNotFoundError as exc:
             path = os.fspath(data)
             raise NotFoundError("no such file", image_id=image_id, url=path) from exc
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL or lone surrogate in the path
             raise DecodeError(f"cannot read {os.fspath(data)!r}: {exc}", image_id=image_id) from exc
     keyword = next((k for k in _PIXEL_KEYWORDS if element_value(ds, k) is not None), None)
     if keyword is None:

@@ -116,7 +116,12 @@ async def _progress_until(process: asyncio.subprocess.Process, loaded: int) -> s
 async def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     async with run_origin() as origin:
         # Forty distinct objects, each answered after 0.3 s, two at a time: ~6 s in all.
-        ids = [origin.wadouri("CT_small.dcm", delay="0.3", n=str(n)) for n in range(40)]
+        # JPEG-LS, so that a decode worker process runs (uncompressed frames decode
+        # on a thread of the CLI's own process).
+        ids = [
+            origin.wadouri("MR_small_jpeg_ls_lossless.dcm", delay="0.3", n=str(n))
+            for n in range(40)
+        ]
         ids_file = tmp_path / "ids.txt"
         ids_file.write_text("\n".join(ids))
         out = tmp_path / "out"
@@ -168,4 +173,4 @@ async def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
         assert sum(origin.hits.values()) == fetched + 40 - staged
     (manifest,) = out.glob("*.json")
     assert sorted(json.loads(manifest.read_text())["image_ids"]) == sorted(ids)
-    assert np.load(manifest.with_suffix(".npy")).shape == (40, 128, 128)
+    assert np.load(manifest.with_suffix(".npy")).shape == (40, 64, 64)

@@ -318,11 +318,13 @@ def test_every_codec_failure_becomes_a_decode_error_naming_it(codec: str) -> Non
     )
     stream = next(s for s in [*LOSSLESS.values(), baseline] if _family(s.uid) in families)
     good = stream.data
-    # The codestream's magic and end marker around noise: no header to check, so the
-    # codec itself must fail, and its failure must come out as our error.
+    # The codestream's magic and end marker around noise, handed to the registry
+    # itself (decode_frame refuses such headers before any codec runs): the codec
+    # must fail, and its failure must come out as our error.
     noise = np.random.default_rng(300).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    data = good[:2] + noise + b"\xff\xd9"
     with pytest.raises(DecodeError, match=codec) as caught:
-        decode_frame(good[:2] + noise + b"\xff\xd9", stream.params, image_id="n", registry=registry)
+        registry.decode(_family(stream.uid), data, stream.params, None, image_id="n")
     assert caught.value.image_id == "n"
     assert not isinstance(caught.value, UnsupportedTransferSyntaxError)
 
@@ -507,3 +509,148 @@ def test_wrong_length_native_frame_that_is_no_codestream() -> None:
         DecodeError, match=f"frame has 100 bytes but the pixel module needs {GREY.nbytes}"
     ):
         decode_frame(bytes(100), p, image_id="short")
+
+
+# -- found by fuzzing (tests/fuzz/test_fuzz_decode.py) --------------------------------------
+# The codec libraries trust their headers. Each input below crashed, hung or exhausted
+# a process before decode_frame checked the structure the codec relies on; the
+# structure is now checked first, so none of them reaches a codec.
+
+
+def _part10_frame(name: str) -> tuple[bytes, PixelParams]:
+    from pydicom.data import get_testdata_file
+
+    from imageloader.dicom.part10 import parse_part10
+
+    obj = parse_part10(str(get_testdata_file(name)))
+    return bytes(obj.frame(1)), obj.pixel_params(1)
+
+
+def _set(data: bytes, offset: int, value: int, width: int, order: str = "big") -> bytes:
+    return data[:offset] + value.to_bytes(width, order) + data[offset + width :]
+
+
+def _sof_height_at(data: bytes) -> int:
+    return data.index(b"\xff\xc3") + 5  # lossless frame header: FF C3, length, precision
+
+
+def _crashers() -> dict[str, tuple[str, bytes, PixelParams]]:
+    """name: (the codec it crashed, the frame, its pixel parameters)."""
+    rle, rle_params = _part10_frame("emri_small_RLE.dcm")
+    ljpeg, ljpeg_params = _part10_frame("SC_rgb_jpeg_gdcm.dcm")
+    htj2k, lossless = LOSSLESS["htj2k-grey"], LOSSLESS["jpeg-lossless-p1"]
+    no_height = _set(lossless.data, _sof_height_at(lossless.data), 0, 2)
+    return {
+        # imagecodecs.dicomrle_decode: SIGSEGV (a segment offset far past the frame)
+        "rle-offset": ("imagecodecs-dicomrle", _set(rle, 8, 0x7FFFFFFF, 4, "little"), rle_params),
+        # imagecodecs.ljpeg_decode: SIGSEGV (a marker segment one byte longer than it is)
+        "segment-length": (
+            "imagecodecs-ljpeg",
+            _set(ljpeg, 20, int.from_bytes(ljpeg[20:22], "big") + 1, 2),
+            ljpeg_params,
+        ),
+        # imagecodecs.htj2k_decode (OpenJPH): SIGFPE (tile width XTsiz of 0)
+        "tile-width": ("imagecodecs-htj2k", _set(htj2k.data, 24, 0, 4), htj2k.params),
+        # pylibjpeg-libjpeg: memory until the process is killed (height 0, no DNL marker)
+        "no-height": ("pylibjpeg-libjpeg", no_height, lossless.params),
+        # imagecodecs.jpegsof3_decode: heap corruption, SIGSEGV later (height from DNL)
+        "dnl-height": (
+            "imagecodecs-jpegsof3",
+            no_height[:-2] + b"\xff\xdc\x00\x04" + (48).to_bytes(2, "big") + b"\xff\xd9",
+            lossless.params,
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["rle-offset", "segment-length", "tile-width", "no-height"])
+def test_unsafe_headers_are_refused_before_any_codec(name: str) -> None:
+    _, data, p = _crashers()[name]
+    calls: list[str] = []
+    with pytest.raises(DecodeError) as caught:
+        decode_frame(data, p, image_id=name, registry=_spy_registry(calls))
+    assert calls == []
+    assert caught.value.image_id == name
+
+
+def test_crashing_inputs_end_as_decode_errors_with_the_codec_that_crashed() -> None:
+    # In a child process: before the checks, each of these killed the process that
+    # decoded it. Now each is a DecodeError and the process lives on.
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    script = (
+        "import pickle, resource, sys\n"
+        "from imageloader.decode.codecs import default_registry\n"
+        "from imageloader.decode.worker import decode_frame\n"
+        "from imageloader.errors import DecodeError\n"
+        "cases = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "for name, (codec, data, params) in cases.items():\n"
+        "    registry = default_registry()\n"
+        "    registry.disable(*(c.name for c in registry if c.name != codec))\n"
+        "    for _ in range(5):  # heap damage shows after a few calls\n"
+        "        try:\n"
+        "            decode_frame(data, params, registry=registry)\n"
+        "            outcome = 'decoded'\n"
+        "        except DecodeError:\n"
+        "            outcome = 'DecodeError'\n"
+        "    print(name, outcome, flush=True)\n"
+    )
+    cases = _crashers()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cases.pickle"
+        path.write_bytes(pickle.dumps(cases))
+        repo = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert done.stdout.split() == [word for name in cases for word in (name, "DecodeError")]
+
+
+def test_a_dnl_marker_gives_the_height_to_a_codec_that_reads_it() -> None:
+    codec, data, p = _crashers()["dnl-height"]
+    assert codec == "imagecodecs-jpegsof3"
+    # Only pylibjpeg-libjpeg reads DNL; the codecs before it fail cleanly.
+    frame = decode_frame(data, p, options=STORED)
+    np.testing.assert_array_equal(frame.pixels, SIGNED)
+    assert frame.codec == "pylibjpeg-libjpeg"
+    # A DNL height that is not the pixel module's is refused before decoding.
+    wrong = data.replace(b"\xff\xdc\x00\x04\x00\x30", b"\xff\xdc\x00\x04\xff\xff")
+    with pytest.raises(DecodeError, match="codestream is 65535x64"):
+        decode_frame(wrong, p, registry=_spy_registry([]))
+
+
+class _Panic(BaseException):
+    """What pyo3 raises for a Rust panic: a BaseException, not an Exception."""
+
+
+def test_a_codec_panic_is_that_codecs_failure() -> None:
+    def panic(data: Any, p: PixelParams, info: CodestreamInfo | None) -> CodecOutput:
+        raise _Panic("index out of bounds: the len is 8064 but the index is 8065")
+
+    stream = LOSSLESS["rle-grey"]
+    registry = CodecRegistry([Codec("panics", frozenset({Family.RLE}), "numpy", "numpy", panic)])
+    with pytest.raises(DecodeError, match="panics: _Panic: index out of bounds"):
+        decode_frame(stream.data, stream.params, registry=registry)
+    # The next codec is tried, as after any other failure.
+    registry.register(next(c for c in default_registry() if c.name == "pydicom-rle"))
+    frame = decode_frame(stream.data, stream.params, options=STORED, registry=registry)
+    np.testing.assert_array_equal(frame.pixels, GREY)
+    # pylibjpeg-rle panics on a frame with more rows than the pixel module (found by
+    # fuzzing: Rows one too small). Alone, that is a DecodeError naming it; in the
+    # default order the panic no longer escapes and the next codec (pydicom's, which
+    # keeps the rows asked for) is tried.
+    rle, rle_params = _part10_frame("emri_small_RLE.dcm")
+    short = dataclasses.replace(rle_params, rows=rle_params.rows - 1)
+    with pytest.raises(DecodeError, match="pylibjpeg-rle: PanicException"):
+        decode_frame(rle, short, registry=only("pylibjpeg-rle"))
+    frame = decode_frame(rle, short)
+    assert (frame.codec, frame.pixels.shape) == ("pydicom-rle", (63, 64))

@@ -13,6 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from imageloader import errors
 from imageloader.dicom.modules import (
+    MAX_FRAMES,
     metadata_modules,
     metadata_modules_by_frame,
     pixel_params_from_modules,
@@ -378,3 +379,37 @@ def test_pixel_params_of_a_dataset_without_file_meta() -> None:
     params = pixel_params(ds, "1.2.840.10008.1.2.1.99")
     assert params.transfer_syntax_uid == ExplicitVRLittleEndian  # deflated: inflated bytes
     assert (params.rows, params.columns, params.bits_stored) == (128, 128, 16)
+
+
+def test_modules_by_frame_refuse_more_frames_than_the_bound() -> None:
+    # Found by fuzzing DICOM JSON: NumberOfFrames 2147483647 in an instance's metadata
+    # (no pixel data to check it against) built modules frame by frame until memory
+    # ran out. The same header with an honest count still gives every frame.
+    ds = read(data_file("MR_small.dcm"))
+    ds.NumberOfFrames = 2147483647
+    with pytest.raises(errors.ImageTooLargeError, match="2147483647 frames") as caught:
+        metadata_modules_by_frame(ds, image_id="wadors:big")
+    assert caught.value.image_id == "wadors:big"
+    ds.NumberOfFrames = MAX_FRAMES + 1
+    with pytest.raises(errors.ImageTooLargeError):
+        metadata_modules_by_frame(ds)
+    ds.NumberOfFrames = 3
+    assert len(metadata_modules_by_frame(ds, max_frames=3)) == 3
+    with pytest.raises(errors.ImageTooLargeError):
+        metadata_modules_by_frame(ds, max_frames=2)
+
+
+def test_instance_metadata_claiming_too_many_frames_is_too_large() -> None:
+    from imageloader.dicom.dicomjson import dataset_from_json
+    from imageloader.dicom.instances import instance_modules
+
+    item = {
+        "00280008": {"vr": "IS", "Value": [2147483647]},
+        "00280010": {"vr": "US", "Value": [64]},
+        "00280011": {"vr": "US", "Value": [64]},
+    }
+    with pytest.raises(errors.ImageTooLargeError) as caught:
+        instance_modules(
+            "https://pacs/studies/1/series/2/instances/3", dataset_from_json(item), "x"
+        )
+    assert caught.value.image_id == "x"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import string
+import time
 from pathlib import Path
 
 import pydicom
@@ -451,3 +452,30 @@ def test_mutated_bodies_only_raise_typed_errors(
             assert 0 <= part.offset <= part.offset + len(part.data) <= len(mutated)
     with contextlib.suppress(ResponseFormatError, TruncatedResponseError):
         parse_loose_multipart(mutated)
+
+
+# -- found by fuzzing (tests/fuzz/test_fuzz_multipart.py) -----------------------------------
+
+
+def test_more_parts_than_allowed_are_refused_at_the_first_extra_one() -> None:
+    body = build([({}, b"one"), ({}, b"two"), ({}, b"three")])
+    assert len(parse_multipart_related(body, CT, max_parts=3)) == 3
+    with pytest.raises(ResponseFormatError, match="more than 2 part"):
+        parse_multipart_related(body, CT, max_parts=2)
+    # A body cut short after the parts allowed is still truncated, not "too many".
+    delimiter = f"--{BOUNDARY}".encode()
+    cut = delimiter + b"\r\n\r\none\r\n" + delimiter + b"\r\n"
+    with pytest.raises(TruncatedResponseError):
+        parse_multipart_related(cut, CT, max_parts=1)
+
+
+def test_split_frames_stops_at_one_part_more_than_it_asked_for() -> None:
+    # A megabyte of empty parts (116,000 of them) answering a request for one frame:
+    # splitting them all held the event loop for about a second.
+    from imageloader.dicom.wadors import split_frames
+
+    body = b"--b\r\n" + b"\r\n--b\r\n\r\n" * 116_000 + b"\r\n--b--"
+    start = time.perf_counter()
+    with pytest.raises(ResponseFormatError, match="more than 1 part"):
+        split_frames(body, "multipart/related; boundary=b", 1, "wadors:x", "https://pacs/frames/1")
+    assert time.perf_counter() - start < 0.05

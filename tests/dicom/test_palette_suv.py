@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,21 @@ def test_suv_through_a_part10_round_trip(tmp_path: Path) -> None:
     with pydicom_warnings_allowed():
         _pet().save_as(path, enforce_file_format=True)
         assert parse_part10(path).pixel_params().suvbw == pytest.approx(2.7633668e-4, rel=1e-7)
+
+
+def test_segmented_lut_that_replays_empty_segments_is_refused_in_time() -> None:
+    # Found by fuzzing: 10,000 indirect segments each replaying 10,000 empty discrete
+    # ones expand to nothing, after 10**8 steps (minutes) without a bound on the work.
+    words = [0, 1, 7, *[2, 0xFFFF, 40003, 0] * 10_000, *[0, 0] * 10_000]
+    segmented = struct.pack(f"<{len(words)}H", *words)
+    ds = _palette_dataset(
+        [256, 0, 16],
+        SegmentedRedPaletteColorLookupTableData=segmented,
+        SegmentedGreenPaletteColorLookupTableData=segmented,
+        SegmentedBluePaletteColorLookupTableData=segmented,
+    )
+    start = time.perf_counter()
+    with pytest.raises(errors.MetadataError, match="replays too many segments") as caught:
+        pixel_params(ds, ExplicitVRLittleEndian, image_id="wadouri:lut")
+    assert time.perf_counter() - start < 5
+    assert caught.value.image_id == "wadouri:lut"

@@ -6,6 +6,9 @@ import io
 import os
 import random
 import threading
+import time
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -446,3 +449,77 @@ def test_rtdose_dose_grid_scaling() -> None:
     assert params.dose_grid_scaling == pytest.approx(1e-6)
     assert params.modality == "RTDOSE" and params.bits_allocated == 32
     assert obj.number_of_frames == 15
+
+
+# -- found by fuzzing (tests/fuzz/test_fuzz_part10.py) --------------------------------------
+
+
+def test_many_fragments_behind_an_offset_table_are_indexed_in_linear_time() -> None:
+    # 60,000 one-fragment frames with a Basic Offset Table: grouping the fragments
+    # scanned every fragment for every entry, minutes of work for 600 kB.
+    ds = read(data_file("emri_small_jpeg_2k_lossless.dcm"))
+    ds.PixelData = encapsulate([b"\xff\xd9"] * 60_000, has_bot=True)
+    ds.NumberOfFrames = 60_000
+    obj = _parse(to_bytes(ds))
+    start = time.perf_counter()
+    assert bytes(obj.frame(60_000)) == b"\xff\xd9"
+    assert time.perf_counter() - start < 5
+    assert bytes(obj.frame(1)) == bytes(obj.frame(30_000)) == b"\xff\xd9"
+
+
+def _deflate_bomb(megabytes: int) -> bytes:
+    """image_dfl.dcm with a private OB element of zeros first in its deflated dataset."""
+    raw = Path(data_file("image_dfl.dcm")).read_bytes()
+    meta_end = 144 + int.from_bytes(raw[140:144], "little")  # (0002,0000) group length
+    body = zlib.decompress(raw[meta_end:], -zlib.MAX_WBITS)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    chunks = [
+        packer.compress(b"\x09\x00\x10\x00OB\x00\x00" + (megabytes << 20).to_bytes(4, "little"))
+    ]
+    zeros = bytes(1 << 20)
+    chunks += [packer.compress(zeros) for _ in range(megabytes)]
+    chunks += [packer.compress(body), packer.flush()]
+    return raw[:meta_end] + b"".join(chunks)
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_inflated() -> None:
+    # 128 kB that inflate to 128 MB: pydicom inflates a deflated dataset whole.
+    bomb = _deflate_bomb(128)
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.ImageTooLargeError, match="inflates past") as caught:
+            parse_part10(bomb, image_id="wadouri:bomb", limits=Limits(max_response_bytes=32 << 20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.image_id == "wadouri:bomb"
+    assert peak < 16 << 20, f"{peak} bytes held while counting"
+    # Within the limit it is an object like any other (whose 8 MB element is kept).
+    assert _parse(_deflate_bomb(8)).transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
+
+
+def test_a_path_no_file_can_have_is_a_decode_error() -> None:
+    for path in ("/tmp/a\x00b.dcm", "/tmp/\ud800.dcm"):
+        with pytest.raises(errors.DecodeError):
+            parse_part10(path, image_id="dicomfile:x")
+
+
+def test_a_header_read_bounds_a_deflated_dataset_too(tmp_path: Path) -> None:
+    # dicomfile: metadata reads the header only; pydicom inflated the whole dataset.
+    from imageloader.dicom.dicomfile import _read_header
+    from imageloader.dicom.part10 import read_header
+
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(_deflate_bomb(128))
+    with pytest.raises(errors.ImageTooLargeError):
+        read_header(path, image_id="dicomfile:bomb", limits=Limits(max_response_bytes=32 << 20))
+    path.write_bytes(_deflate_bomb(8))  # within the (default) limit: read as any other
+    assert read_header(path).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99"
+    (tmp_path / "dfl.dcm").write_bytes(Path(data_file("image_dfl.dcm")).read_bytes())
+    assert _read_header(str(tmp_path / "dfl.dcm"), "dicomfile:dfl")[0]["imagePixelModule"]
+    with pytest.raises(errors.NotFoundError):
+        _read_header(str(tmp_path / "missing.dcm"), "dicomfile:missing")
+    (tmp_path / "junk.dcm").write_bytes(b"\x00" * 200)
+    with pytest.raises(errors.DecodeError):
+        _read_header(str(tmp_path / "junk.dcm"), "dicomfile:junk")

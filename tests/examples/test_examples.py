@@ -134,6 +134,10 @@ def test_fastapi_app_serves_png_metadata_and_refuses_what_it_must() -> None:
         ct = quote(f"dicomfile:{SAMPLES / 'CT_small.dcm'}", safe="")
         status, png = _get(f"{base}/images/{ct}?size=64&window_center=40&window_width=400")
         assert status == 200 and png.startswith(b"\x89PNG")
+        # A JPEG-LS image: decoded in a worker process (uncompressed ones decode inline).
+        jls = quote(f"dicomfile:{SAMPLES / 'MR_small_jpeg_ls_lossless.dcm'}", safe="")
+        status, png = _get(f"{base}/images/{jls}")
+        assert status == 200 and png.startswith(b"\x89PNG")
         workers = set(worker_children(process.pid))  # the decode process that made it
         status, body = _get(f"{base}/metadata/imagePixelModule/{ct}")
         assert status == 200 and json.loads(body)["rows"] == 128
