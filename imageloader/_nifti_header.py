@@ -247,12 +247,17 @@ def parse_header(head: bytes, image_id: str) -> NiftiInfo:
     if not shape or min(shape) < 1:
         raise DecodeError(f"NIfTI image has no voxels (shape {shape})", image_id=image_id)
     slope, intercept = _scaling(header)
+    # The raw field: nibabel's get_data_offset() converts it with int(), which a NaN
+    # or an infinity makes raise ValueError.
+    offset = float(header["vox_offset"])
+    if not math.isfinite(offset) or offset < 0:
+        raise DecodeError(f"invalid NIfTI vox_offset {offset}", image_id=image_id)
     raw_description = header["descrip"].item()
     return NiftiInfo(
         version=version,
         shape=shape,
         dtype=dtype.str,
-        vox_offset=max(int(header.get_data_offset()), size + 4),
+        vox_offset=max(int(offset), size + 4),
         slope=slope,
         intercept=intercept,
         affine=tuple(tuple(float(v) for v in row) for row in affine),

@@ -40,6 +40,9 @@ Array = npt.NDArray[Any]
 
 #: Inflate in steps of this many bytes (the peak is the volume plus one step).
 _INFLATE_STEP = 16 << 20
+_INPUT_STEP = 1 << 20
+#: The most deflate can inflate one byte of input to (zlib's technical limit).
+_DEFLATE_MAX_RATIO = 1032
 
 
 @dataclass(eq=False, slots=True)
@@ -80,27 +83,46 @@ def _header(body: bytes | memoryview, image_id: str) -> NiftiInfo:
 
 def _inflate(body: memoryview, size: int, image_id: str) -> bytearray:
     """The first ``size`` bytes the gzip stream inflates to (raises when it has fewer)."""
+    if size > len(body) * _DEFLATE_MAX_RATIO + 4096:
+        # Deflate never inflates more than ~1032x: a header claiming more than that is
+        # a short (or hostile) file. Refuse before allocating what it claims.
+        raise DecodeError(
+            f"truncated NIfTI file: {len(body)} compressed bytes cannot hold {size}",
+            image_id=image_id,
+        )
     out = bytearray(size)
     view = memoryview(out)
     filled = 0
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    pending: bytes | memoryview = body
     try:
-        while filled < size:
-            if inflater.eof:
-                # Concatenated gzip members are one file (as gzip(1) reads them).
-                pending = inflater.unused_data
-                if not pending.startswith(GZIP_MAGIC):
+        # The input goes in by slices, so that what zlib keeps back between steps (and
+        # copies each time) is at most one slice: linear, not quadratic, in the size.
+        for start in range(0, len(body), _INPUT_STEP):
+            pending: bytes | memoryview = body[start : start + _INPUT_STEP]
+            while filled < size:
+                if inflater.eof:
+                    # Concatenated gzip members are one file (as gzip(1) reads them).
+                    rest = inflater.unused_data + bytes(pending)
+                    if not rest:
+                        break  # the next member starts in the next slice
+                    if not rest.startswith(GZIP_MAGIC):
+                        return _filled(out, filled, size, image_id)  # trailing bytes
+                    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                    pending = rest
+                if not pending:
                     break
-                inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            chunk = inflater.decompress(pending, min(_INFLATE_STEP, size - filled))
-            pending = inflater.unconsumed_tail
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-            if not chunk and not pending and not inflater.eof:
-                break  # the input ran out mid-stream
+                chunk = inflater.decompress(pending, min(_INFLATE_STEP, size - filled))
+                pending = inflater.unconsumed_tail
+                view[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
+            if filled >= size:
+                break
     except zlib.error as exc:
         raise DecodeError(f"corrupt gzip stream: {exc}", image_id=image_id) from exc
+    return _filled(out, filled, size, image_id)
+
+
+def _filled(out: bytearray, filled: int, size: int, image_id: str) -> bytearray:
     if filled < size:
         raise DecodeError(
             f"truncated NIfTI file: {filled} of {size} bytes after inflating",
