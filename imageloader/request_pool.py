@@ -41,6 +41,7 @@ class RequestType(enum.StrEnum):
 
 
 _RANKS = {t: i for i, t in enumerate(RequestType)}
+_BACKGROUND_RANK = _RANKS[RequestType.PREFETCH]
 
 #: Per-type concurrency when none is given. Interaction may use the whole capacity;
 #: prefetch and compute leave room so an interactive load starts at once.
@@ -92,6 +93,7 @@ class RequestPool:
         *,
         capacity: int | None = None,
         starvation_seconds: float = 5.0,
+        yield_to_interaction: bool = True,
     ) -> None:
         merged = dict(DEFAULT_LIMITS)
         for key, value in (limits or {}).items():
@@ -105,6 +107,9 @@ class RequestPool:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
         self.starvation_seconds = starvation_seconds
+        #: While INTERACTION requests run or wait, PREFETCH and COMPUTE get a quarter
+        #: of their limit for new requests (those already running finish).
+        self.yield_to_interaction = yield_to_interaction
         self._seq = itertools.count()
         self._running = dict.fromkeys(RequestType, 0)
         self._waiting = dict.fromkeys(RequestType, 0)
@@ -238,7 +243,16 @@ class RequestPool:
         return None
 
     def _has_room(self, rtype: RequestType) -> bool:
-        return self._running[rtype] < self.limits[rtype]
+        limit = self.limits[rtype]
+        if rtype.rank >= _BACKGROUND_RANK and self.yield_to_interaction:
+            interactive = self._running[RequestType.INTERACTION] + self._waiting[
+                RequestType.INTERACTION
+            ]
+            if interactive:
+                # Someone is looking: background work keeps going, but slower, so the
+                # server and the cores answer the interactive request first.
+                limit = max(1, limit // 4)
+        return self._running[rtype] < limit
 
     def _next(self, now: float) -> Ticket | None:
         # Starved requests first (oldest among them), then by type and priority.

@@ -92,7 +92,7 @@ async def test_interaction_starts_before_waiting_prefetch_when_capacity_is_share
 
 
 async def test_per_type_limit_leaves_shared_room_to_others() -> None:
-    pool = RequestPool({P: 2, I: 8}, capacity=8)
+    pool = RequestPool({P: 2, I: 8}, capacity=8, yield_to_interaction=False)
     held = [await pool.acquire(P) for _ in range(2)]
     third = asyncio.create_task(pool.acquire(P))
     await asyncio.sleep(0)
@@ -190,3 +190,24 @@ def test_limits_validation() -> None:
         RequestPool(capacity=0)
     pool = RequestPool({"prefetch": 3})
     assert pool.limits[P] == 3
+
+
+async def test_background_work_yields_while_someone_is_looking() -> None:
+    pool = RequestPool({P: 8, I: 8}, capacity=16)
+    prefetch = [await pool.acquire(P) for _ in range(8)]
+    for ticket in prefetch[:6]:
+        pool.release(ticket)
+    interactive = await pool.acquire(I)
+    # While an INTERACTION request runs, PREFETCH may hold only a quarter of its limit:
+    # two are running, so a new one waits.
+    waiting = asyncio.create_task(pool.acquire(P))
+    await asyncio.sleep(0)
+    assert not waiting.done() and pool.running(P) == 2
+    pool.release(interactive)  # nobody looking: the full limit again
+    ticket = await asyncio.wait_for(waiting, 1)
+    for t in (*prefetch[6:], ticket):
+        pool.release(t)
+    quiet = RequestPool({P: 8}, capacity=16, yield_to_interaction=False)
+    held = await quiet.acquire(I)
+    assert len([await quiet.acquire(P) for _ in range(8)]) == 8
+    quiet.release(held)
