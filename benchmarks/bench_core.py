@@ -6,7 +6,7 @@
   request-pool slot, events, load-time stamp) vs. awaiting the same no-op loader
   directly; the difference is what the dispatcher costs per load.
 
-Run: ``python -m benchmarks.bench_core``.
+Run: ``python -m benchmarks.bench_core`` (also part of ``python -m benchmarks``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ N_HITS = 200_000
 N_LOADS = 20_000
 
 
-async def measure() -> dict[str, float]:
+async def measure(n_hits: int = N_HITS, n_loads: int = N_LOADS) -> dict[str, float]:
     image = Image.from_array("noop:0", np.zeros((2, 2), np.uint8))
 
     async def noop(image_id: str, ctx: LoadContext) -> Image:
@@ -48,7 +48,7 @@ async def measure() -> dict[str, float]:
             for _ in range(n):
                 await loader.load_image("noop:0")
 
-        rates = await best_rate({"floor": floor_lookup, "hits": cache_hits}, N_HITS)
+        rates = await best_rate({"floor": floor_lookup, "hits": cache_hits}, n_hits)
         results["cache_hits_per_s"] = rates["hits"]
         results["dict_floor_per_s"] = rates["floor"]
         results["cache_hit_vs_floor"] = rates["hits"] / rates["floor"]
@@ -64,7 +64,7 @@ async def measure() -> dict[str, float]:
             for _ in range(n):
                 await loader.load_image(f"noop:{next(counter)}")
 
-        rates = await best_rate({"direct": direct, "dispatched": dispatched}, N_LOADS)
+        rates = await best_rate({"direct": direct, "dispatched": dispatched}, n_loads)
         results["dispatched_loads_per_s"] = rates["dispatched"]
         results["dispatch_overhead_us"] = 1e6 * (1 / rates["dispatched"] - 1 / rates["direct"])
     return results
