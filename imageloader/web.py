@@ -37,8 +37,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
+from .decode.image import create_image
+from .decode.params import DecodedFrame
 from .errors import DecodeError, ImageLoaderError, ImageTooLargeError, InvalidImageIdError
-from .image import Image, default_window
+from .image import Image, PreScale, default_window
 from .metadata import (
     GeneralSeriesModule,
     ImagePixelModule,
@@ -245,27 +247,16 @@ async def load_web_image(image_id: str, ctx: LoadContext) -> Image:
     window = (
         (256.0, 128.0) if decoded.color else default_window(decoded.min_value, decoded.max_value)
     )
-    ctx.metadata.store.add(image_id, _modules(decoded, window))
-    pixels = decoded.pixels
-    rows, columns = int(pixels.shape[0]), int(pixels.shape[1])
-    components = int(pixels.shape[2]) if pixels.ndim == 3 else 1
-    # Built field by field: Image.from_array would scan the pixels again, on the loop.
-    return Image(
-        image_id=image_id,
-        pixel_data=pixels,
-        rows=rows,
-        columns=columns,
-        height=rows,
-        width=columns,
+    modules = _modules(decoded, window)
+    ctx.metadata.store.add(image_id, modules)
+    frame = DecodedFrame(
+        pixels=decoded.pixels,
+        min_value=decoded.min_value,
+        max_value=decoded.max_value,
         color=decoded.color,
-        rgba=components == 4,
-        number_of_components=components,
-        min_pixel_value=decoded.min_value,
-        max_pixel_value=decoded.max_value,
-        window_width=window[0],
-        window_center=window[1],
         photometric_interpretation="RGB" if decoded.color else "MONOCHROME2",
-        size_in_bytes=int(pixels.nbytes),
-        data_type=pixels.dtype.name,
-        decode_time_ms=decoded.decode_ms,
+        prescale=PreScale(),
+        decode_ms=decoded.decode_ms,
+        codec="pillow",
     )
+    return create_image(image_id, frame, modules)

@@ -11,6 +11,7 @@ claims, so a decompression bomb is refused before a codec allocates anything.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -207,15 +208,25 @@ def _u32(buf: memoryview, at: int) -> int:
     return (_u16(buf, at) << 16) | _u16(buf, at + 2)
 
 
-def _read_jpeg(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
-    buf = memoryview(data).cast("B")
+class _Malformed(Exception):
+    """A JPEG's marker segments do not follow one another (the reason is the message)."""
+
+
+def _jpeg_segments(buf: memoryview) -> Iterator[tuple[int, int, int]]:
+    """``(marker, body, length)`` of each marker segment from SOI to the first SOS.
+
+    Each segment must start where the last one ends; raises :class:`_Malformed` where
+    the chain breaks.
+    """
     size = len(buf)
     if size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
-        return None
-    at, adobe, jfif = 2, None, False
-    while at + 4 <= size:
+        raise _Malformed("no JPEG start-of-image marker")
+    at = 2
+    while True:
+        if at + 4 > size:
+            raise _Malformed("the JPEG headers end before the first scan")
         if buf[at] != 0xFF:
-            return None
+            raise _Malformed(f"no JPEG marker where a marker segment should start (byte {at})")
         marker = buf[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
@@ -223,39 +234,52 @@ def _read_jpeg(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
         if marker in _STANDALONE:
             at += 2
             continue
+        if marker in (0xD8, 0xD9):
+            raise _Malformed("a JPEG start- or end-of-image marker before the first scan")
         length = _u16(buf, at + 2)
-        body = at + 4
-        if length < 2 or body + length - 2 > size:
-            return None
-        if marker == 0xE0 and bytes(buf[body : body + 5]) == b"JFIF\x00":
-            jfif = True
-        elif marker == 0xEE and length >= 14 and bytes(buf[body : body + 5]) == b"Adobe":
-            adobe = buf[body + 11]
-        elif marker in _SOF or marker == 0xF7:
-            if length < 8:
-                return None
-            components = buf[body + 5]
-            ids = tuple(buf[body + 6 + 3 * i] for i in range(components) if body + 6 + 3 * i < size)
-            if marker == 0xF7:
-                family = Family.JPEG_LS
-            elif marker in (0xC3, 0xC7, 0xCB, 0xCF):
-                family = Family.JPEG_LOSSLESS
-            else:
-                family = Family.JPEG
-            return CodestreamInfo(
-                family=family,
-                rows=_u16(buf, body + 1),
-                columns=_u16(buf, body + 3),
-                components=components,
-                precision=buf[body],
-                adobe_transform=adobe,
-                jfif=jfif,
-                component_ids=ids,
-            )
-        elif marker == 0xDA:  # start of scan before any frame header
-            return None
-        at = body + length - 2
-    return None
+        if length < 2 or at + 2 + length > size:
+            raise _Malformed(f"a JPEG marker segment (FF {marker:02X}) runs past the data")
+        yield marker, at + 4, length
+        if marker == 0xDA:
+            return
+        at += 2 + length
+
+
+def _read_jpeg(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
+    buf = memoryview(data).cast("B")
+    adobe, jfif = None, False
+    try:
+        for marker, body, length in _jpeg_segments(buf):
+            if marker == 0xE0 and bytes(buf[body : body + 5]) == b"JFIF\x00":
+                jfif = True
+            elif marker == 0xEE and length >= 14 and bytes(buf[body : body + 5]) == b"Adobe":
+                adobe = buf[body + 11]
+            elif marker in _SOF or marker == 0xF7:
+                if length < 8:
+                    return None
+                components = buf[body + 5]
+                ids = tuple(
+                    buf[body + 6 + 3 * i] for i in range(components) if body + 6 + 3 * i < len(buf)
+                )
+                if marker == 0xF7:
+                    family = Family.JPEG_LS
+                elif marker in (0xC3, 0xC7, 0xCB, 0xCF):
+                    family = Family.JPEG_LOSSLESS
+                else:
+                    family = Family.JPEG
+                return CodestreamInfo(
+                    family=family,
+                    rows=_u16(buf, body + 1),
+                    columns=_u16(buf, body + 3),
+                    components=components,
+                    precision=buf[body],
+                    adobe_transform=adobe,
+                    jfif=jfif,
+                    component_ids=ids,
+                )
+    except _Malformed:
+        return None
+    return None  # a scan before any frame header
 
 
 def _read_j2k(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
@@ -324,45 +348,28 @@ def _jpeg_tables_problem(buf: memoryview, marker: int, body: int, end: int) -> s
 
 def _jpeg_problem(buf: memoryview) -> str | None:
     """The marker segments from SOI to the first SOS: each where the last one ends."""
-    size = len(buf)
-    if size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
-        return "no JPEG start-of-image marker"
-    at, frame = 2, False
-    while True:
-        if at + 4 > size:
-            return "the JPEG headers end before the first scan"
-        if buf[at] != 0xFF:
-            return f"no JPEG marker where a marker segment should start (byte {at})"
-        marker = buf[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        if marker in _STANDALONE:
-            at += 2
-            continue
-        if marker in (0xD8, 0xD9):
-            return "a JPEG start- or end-of-image marker before the first scan"
-        length = _u16(buf, at + 2)
-        body, end = at + 4, at + 2 + length
-        if length < 2 or end > size:
-            return f"a JPEG marker segment (FF {marker:02X}) runs past the data"
-        if marker in _SOF or marker == 0xF7:
-            components = buf[body + 5] if length >= 8 else 0
-            if components == 0 or length != 8 + 3 * components:
-                return f"a JPEG frame header of {length} bytes for {components} components"
-            frame = True
-        elif marker in (0xC4, 0xDB):
-            problem = _jpeg_tables_problem(buf, marker, body, end)
-            if problem is not None:
-                return problem
-        elif marker == 0xDA:
-            components = buf[body] if length >= 3 else 0
-            if not frame:
-                return "a JPEG scan before the frame header"
-            if not 1 <= components <= 4 or length != 6 + 2 * components:
-                return f"a JPEG scan header of {length} bytes for {components} components"
-            return None
-        at = end
+    frame = False
+    try:
+        for marker, body, length in _jpeg_segments(buf):
+            end = body + length - 2
+            if marker in _SOF or marker == 0xF7:
+                components = buf[body + 5] if length >= 8 else 0
+                if components == 0 or length != 8 + 3 * components:
+                    return f"a JPEG frame header of {length} bytes for {components} components"
+                frame = True
+            elif marker in (0xC4, 0xDB):
+                problem = _jpeg_tables_problem(buf, marker, body, end)
+                if problem is not None:
+                    return problem
+            elif marker == 0xDA:
+                components = buf[body] if length >= 3 else 0
+                if not frame:
+                    return "a JPEG scan before the frame header"
+                if not 1 <= components <= 4 or length != 6 + 2 * components:
+                    return f"a JPEG scan header of {length} bytes for {components} components"
+    except _Malformed as exc:
+        return str(exc)
+    return None
 
 
 def _j2k_problem(buf: memoryview) -> str | None:

@@ -1,99 +1,20 @@
-"""From a decoded frame and its metadata modules to an :class:`~imageloader.Image`.
-
-The fields follow Cornerstone3D's ``createImage``: window from the VOI module (the
-first value), else from the data range; colour images 256/128; MONOCHROME1 inverts;
-spacing from the image plane module (1 when absent); slope and intercept are the
-modality LUT's, with ``prescale.scaled`` telling whether the pixels already carry it.
-"""
+"""Decoding a DICOM frame in the decode pool, at its load's priority, into an Image."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..decode.params import DecodedFrame, DecodeOptions, PixelParams
+from ..decode.image import create_image
+from ..decode.params import DecodeOptions, PixelParams
 from ..decode.syntaxes import SYNTAXES
 from ..decode.worker import decode_frame
-from ..image import Image, default_window
-from ..metadata import ImagePlaneModule, ModalityLutModule, VoiLutModule
+from ..image import Image
 
 if TYPE_CHECKING:
     from ..loader import LoadContext
 
-__all__ = ["create_image", "decode_to_image"]
-
-
-def _first(values: tuple[float, ...] | None) -> float | None:
-    return float(values[0]) if values else None
-
-
-def create_image(
-    image_id: str,
-    decoded: DecodedFrame,
-    modules: Mapping[str, Any],
-    *,
-    transfer_syntax_uid: str | None = None,
-    photometric_interpretation: str | None = None,
-) -> Image:
-    """The Image for ``decoded``; ``modules`` maps module names to module objects.
-
-    ``photometric_interpretation`` is the object's own (MONOCHROME1 decides
-    ``invert``); the Image reports the one the pixels are in now.
-    """
-    pixels = decoded.pixels
-    rows, columns = int(pixels.shape[0]), int(pixels.shape[1])
-    components = int(pixels.shape[2]) if pixels.ndim == 3 else 1
-    lo, hi = decoded.min_value, decoded.max_value
-
-    voi = modules.get("voiLutModule")
-    center = width = None
-    function = None
-    if isinstance(voi, VoiLutModule):
-        center, width = _first(voi.window_center), _first(voi.window_width)
-        function = voi.voi_lut_function
-    if decoded.color:
-        width, center = 256.0, 128.0
-    elif center is None or width is None:
-        width, center = default_window(lo, hi)
-
-    modality = modules.get("modalityLutModule")
-    slope = intercept = None
-    if isinstance(modality, ModalityLutModule):
-        slope, intercept = modality.rescale_slope, modality.rescale_intercept
-
-    plane = modules.get("imagePlaneModule")
-    row_spacing = column_spacing = None
-    if isinstance(plane, ImagePlaneModule):
-        row_spacing, column_spacing = plane.row_pixel_spacing, plane.column_pixel_spacing
-
-    source_photometric = photometric_interpretation or decoded.photometric_interpretation
-    return Image(
-        image_id=image_id,
-        pixel_data=pixels,
-        rows=rows,
-        columns=columns,
-        height=rows,
-        width=columns,
-        color=decoded.color,
-        rgba=components == 4,
-        number_of_components=components,
-        min_pixel_value=lo,
-        max_pixel_value=hi,
-        slope=1.0 if slope is None else float(slope),
-        intercept=0.0 if intercept is None else float(intercept),
-        window_center=float(center),
-        window_width=float(width),
-        voi_lut_function=function,
-        invert=source_photometric == "MONOCHROME1",
-        photometric_interpretation=decoded.photometric_interpretation,
-        row_pixel_spacing=float(row_spacing or 1.0),
-        column_pixel_spacing=float(column_spacing or 1.0),
-        size_in_bytes=int(pixels.nbytes),
-        data_type=pixels.dtype.name,
-        prescale=decoded.prescale,
-        decode_time_ms=decoded.decode_ms,
-        transfer_syntax_uid=transfer_syntax_uid,
-    )
+__all__ = ["decode_to_image"]
 
 
 async def decode_to_image(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.servers import serve
+
 
 @dataclass
 class Recorded:
@@ -129,10 +131,6 @@ def build_app(state: FaultServer) -> web.Application:
 @asynccontextmanager
 async def fault_server() -> AsyncIterator[FaultServer]:
     state = FaultServer(server=None)  # type: ignore[arg-type]
-    server = TestServer(build_app(state), host="127.0.0.1")
-    state.server = server
-    await server.start_server()
-    try:
+    async with serve(build_app(state)) as server:
+        state.server = server
         yield state
-    finally:
-        await server.close()

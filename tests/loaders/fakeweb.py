@@ -19,6 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydicom.encaps import generate_frames
 
+from tests.servers import cut_short, instance_json, serve
+
 BOUNDARY = "imageloader-test-boundary"
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 
@@ -100,16 +102,7 @@ def build_app(state: FakeDicomWeb) -> web.Application:
         if fault == "wrong-boundary":
             ctype = 'multipart/related; type="application/octet-stream"; boundary=other'
         if fault in ("cut", "slow"):
-            resp = web.StreamResponse(
-                headers={"Content-Type": ctype, "Content-Length": str(len(body))}
-            )
-            await resp.prepare(request)
-            await resp.write(body[: len(body) // 2])
-            if fault == "slow":
-                await asyncio.sleep(30)
-            assert request.transport is not None
-            request.transport.abort()
-            return resp
+            return await cut_short(request, body, ctype, pause=30 if fault == "slow" else 0)
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     app = web.Application()
@@ -121,16 +114,11 @@ def build_app(state: FakeDicomWeb) -> web.Application:
 @asynccontextmanager
 async def fake_dicomweb(path: str) -> AsyncIterator[FakeDicomWeb]:
     ds = pydicom.dcmread(path)
-    meta = ds.to_json_dict(bulk_data_threshold=1 << 30)
-    meta.pop("7FE00010", None)
+    meta = instance_json(ds)
     meta["0020000D"] = {"vr": "UI", "Value": [STUDY]}
     meta["0020000E"] = {"vr": "UI", "Value": [SERIES]}
     meta["00080018"] = {"vr": "UI", "Value": [SOP]}
     state = FakeDicomWeb(None, _frames(ds), str(ds.file_meta.TransferSyntaxUID), meta)  # type: ignore[arg-type]
-    server = TestServer(build_app(state), host="127.0.0.1")
-    state.server = server
-    await server.start_server()
-    try:
+    async with serve(build_app(state)) as server:
+        state.server = server
         yield state
-    finally:
-        await server.close()

@@ -9,7 +9,6 @@ slow body, a corrupt codestream, an empty body. Requests and faults are counted.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,6 +19,8 @@ import pydicom
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydicom.encaps import generate_frames
+
+from tests.servers import cut_short, instance_json, serve
 
 BOUNDARY = "faultweb-boundary"
 STUDY, SERIES = "2.25.1", "2.25.1.1"
@@ -93,16 +94,7 @@ def build_app(state: FaultWeb) -> web.Application:
         if fault == "no-close":
             body = body[: body.rindex(f"--{BOUNDARY}--".encode())]
         if fault in ("reset", "slow"):
-            resp = web.StreamResponse(
-                headers={"Content-Type": ctype, "Content-Length": str(len(body))}
-            )
-            await resp.prepare(request)
-            await resp.write(body[: len(body) // 2])
-            if fault == "slow":
-                await asyncio.sleep(5)
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
+            return await cut_short(request, body, ctype, pause=5 if fault == "slow" else 0)
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     app = web.Application()
@@ -118,8 +110,7 @@ async def fault_web(path: str, instances: int, fault_rate: float = 0.0) -> Async
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     else:
         frame = bytes(ds.PixelData)
-    meta = ds.to_json_dict(bulk_data_threshold=1 << 30)
-    meta.pop("7FE00010", None)
+    meta = instance_json(ds)
     state = FaultWeb(
         None,  # type: ignore[arg-type]
         frame,
@@ -128,10 +119,6 @@ async def fault_web(path: str, instances: int, fault_rate: float = 0.0) -> Async
         instances,
         fault_rate,
     )
-    server = TestServer(build_app(state), host="127.0.0.1")
-    state.server = server
-    await server.start_server()
-    try:
+    async with serve(build_app(state)) as server:
+        state.server = server
         yield state
-    finally:
-        await server.close()

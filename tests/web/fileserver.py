@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.servers import serve
+
 
 @dataclass
 class FileServer:
@@ -77,10 +79,6 @@ def build_app(state: FileServer) -> web.Application:
 @asynccontextmanager
 async def file_server() -> AsyncIterator[FileServer]:
     state = FileServer(server=None)  # type: ignore[arg-type]
-    server = TestServer(build_app(state), host="127.0.0.1")
-    state.server = server
-    await server.start_server()
-    try:
+    async with serve(build_app(state)) as server:
+        state.server = server
         yield state
-    finally:
-        await server.close()
