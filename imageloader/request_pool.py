@@ -245,9 +245,9 @@ class RequestPool:
     def _has_room(self, rtype: RequestType) -> bool:
         limit = self.limits[rtype]
         if rtype.rank >= _BACKGROUND_RANK and self.yield_to_interaction:
-            interactive = self._running[RequestType.INTERACTION] + self._waiting[
-                RequestType.INTERACTION
-            ]
+            interactive = (
+                self._running[RequestType.INTERACTION] + self._waiting[RequestType.INTERACTION]
+            )
             if interactive:
                 # Someone is looking: background work keeps going, but slower, so the
                 # server and the cores answer the interactive request first.
