@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["ImageLoader", "LoadContext", "LoadOptions"]
 
 DEFAULT_CACHE_SIZE = 1 << 30  # Cornerstone's default: 1 GiB
+#: After an interactive load, background decodes stay out of the workers' queues this
+#: long: the next interactive load of a burst (a user scrolling) is likely coming.
+URGENT_HOLD_SECONDS = 0.5
 T = TypeVar("T")
 
 
@@ -264,6 +267,10 @@ class ImageLoader:
             from .decode.pool import DecodePool
 
             self._decode_pool = DecodePool(self.max_web_workers, task_timeout=self.decode_timeout)
+            pool = self.request_pool
+            self._decode_pool.urgent = lambda: pool.active_within(
+                RequestType.INTERACTION, URGENT_HOLD_SECONDS
+            )
         return self._decode_pool
 
     @property

@@ -114,6 +114,7 @@ class RequestPool:
         self._running = dict.fromkeys(RequestType, 0)
         self._waiting = dict.fromkeys(RequestType, 0)
         self._total = 0
+        self._last_active = dict.fromkeys(RequestType, float("-inf"))
         # Per type: a heap by (priority, seq) for order, and a FIFO for age.
         # Entries go stale when a ticket leaves or is re-prioritised (lazy deletion).
         self._heaps: dict[RequestType, list[tuple[float, int, int, Ticket]]] = {
@@ -127,6 +128,17 @@ class RequestPool:
     def running(self, request_type: RequestType | None = None) -> int:
         """Slots held, of one type or in all."""
         return self._total if request_type is None else self._running[request_type]
+
+    def active_within(self, request_type: RequestType, seconds: float) -> bool:
+        """Whether requests of a type run or wait now, or did less than ``seconds`` ago.
+
+        Interactive requests come in bursts (a user scrolling): the decode pool keeps
+        background work out of the way for the whole burst, not just while one runs.
+        """
+        if self._running[request_type] or self._waiting[request_type]:
+            return True
+        now = asyncio.get_running_loop().time()
+        return now - self._last_active[request_type] < seconds
 
     def waiting(self, request_type: RequestType | None = None) -> int:
         """Requests waiting for a slot, of one type or in all."""
@@ -179,6 +191,7 @@ class RequestPool:
         ticket._state = _State.DONE
         self._running[ticket.request_type] -= 1
         self._total -= 1
+        self._last_active[ticket.request_type] = asyncio.get_running_loop().time()
         if any(self._waiting.values()):
             self._dispatch(asyncio.get_running_loop().time())
 

@@ -181,3 +181,38 @@ def test_a_daemonic_process_decodes_on_threads() -> None:
     finally:
         process._config["daemon"] = was
     assert pool.in_process and pool._threads == 3
+
+
+async def test_urgent_work_finds_a_free_worker() -> None:
+    import time
+
+    pool = DecodePool(2, task_timeout=20)
+    urgent = False
+    pool.urgent = lambda: urgent
+    try:
+        await pool.warm()
+        # Nothing urgent: background work fills both workers, two tasks deep.
+        background = [
+            asyncio.create_task(pool.run(pool_tasks.echo, i, 0.3, request_type="prefetch"))
+            for i in range(6)
+        ]
+        await asyncio.sleep(0.1)
+        assert pool.running == 4
+        await asyncio.gather(*background)
+        # Someone is looking: background work keeps to one worker, one task at a time,
+        # and an interactive decode starts at once on the other.
+        urgent = True
+        background = [
+            asyncio.create_task(pool.run(pool_tasks.echo, i, 0.3, request_type="prefetch"))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0.1)
+        assert pool.running == 1
+        started = time.perf_counter()
+        assert await pool.run(pool_tasks.echo, "now", request_type="interaction") == "now"
+        assert time.perf_counter() - started < 0.2  # not behind a 0.3 s background task
+        urgent = False
+        pool._dispatch()
+        await asyncio.gather(*background)
+    finally:
+        await pool.aclose()

@@ -211,3 +211,15 @@ async def test_background_work_yields_while_someone_is_looking() -> None:
     held = await quiet.acquire(I)
     assert len([await quiet.acquire(P) for _ in range(8)]) == 8
     quiet.release(held)
+
+
+async def test_active_within_remembers_a_burst() -> None:
+    pool = RequestPool()
+    assert not pool.active_within(I, 10)
+    ticket = await pool.acquire(I)
+    assert pool.active_within(I, 0)  # running now
+    pool.release(ticket)
+    assert pool.active_within(I, 0.05)  # just finished
+    await asyncio.sleep(0.08)
+    assert not pool.active_within(I, 0.05)
+    assert not pool.active_within(P, 10)
