@@ -35,6 +35,7 @@ from imageloader.decode.codecs import Unsuited, default_registry
 from imageloader.decode.params import PixelParams
 from imageloader.decode.syntaxes import SYNTAXES, Family, read_header
 from imageloader.decode.worker import decode_frame
+from imageloader.dicom.part10 import pixel_params
 
 CORPUS = Path(
     os.environ.get(
@@ -53,23 +54,8 @@ class Case:
 
 
 def _params(ds: pydicom.Dataset, uid: str | None = None) -> PixelParams:
-    def number(keyword: str) -> float | None:
-        return float(ds.get(keyword)) if keyword in ds else None
-
-    return PixelParams(
-        transfer_syntax_uid=uid or str(ds.file_meta.TransferSyntaxUID),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        samples_per_pixel=int(ds.SamplesPerPixel),
-        bits_allocated=int(ds.BitsAllocated),
-        bits_stored=int(ds.BitsStored),
-        pixel_representation=int(ds.PixelRepresentation),
-        photometric_interpretation=str(ds.PhotometricInterpretation),
-        planar_configuration=int(ds.get("PlanarConfiguration") or 0),
-        rescale_slope=number("RescaleSlope"),
-        rescale_intercept=number("RescaleIntercept"),
-        modality=ds.get("Modality"),
-    )
+    # The loaders' own mapping, so the benchmark decodes what a load would.
+    return pixel_params(ds, uid or str(ds.file_meta.TransferSyntaxUID))
 
 
 def _case(path: Path, label: str, uid: str | None = None) -> Case:
