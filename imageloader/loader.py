@@ -216,9 +216,19 @@ class ImageLoader:
             value = self._shared[name] = factory()
             return value
 
-    def add_closer(self, closer: Callable[[], Any]) -> None:
-        """Run ``closer()`` (sync, or returning an awaitable) when the loader closes."""
+    def add_closer(self, closer: Callable[[], Any]) -> Callable[[], None]:
+        """Run ``closer()`` (sync, or returning an awaitable) when the loader closes.
+
+        Returns a function that takes the closer back (a volume done streaming needs
+        none: a long-lived loader would otherwise collect one per volume).
+        """
         self._closers.append(closer)
+
+        def forget() -> None:
+            if closer in self._closers:
+                self._closers.remove(closer)
+
+        return forget
 
     async def aclose(self) -> None:
         """Cancel loads in flight, stop workers, close the session. Idempotent."""

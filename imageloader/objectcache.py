@@ -25,7 +25,7 @@ T = TypeVar("T")
 class _Loading(Generic[T]):
     __slots__ = ("task", "waiters")
 
-    def __init__(self, task: asyncio.Task[T]) -> None:
+    def __init__(self, task: asyncio.Future[T]) -> None:
         self.task = task
         self.waiters = 0
 
@@ -84,11 +84,7 @@ class ObjectCache(Generic[T]):
             return held[0]
         loading = self._loading.get(key)
         if loading is None:
-
-            async def run() -> T:
-                return await load()
-
-            loading = _Loading(asyncio.ensure_future(run()))
+            loading = _Loading(asyncio.ensure_future(load()))
             self._loading[key] = loading
             loading.task.add_done_callback(lambda task: self._loaded(key, loading, task))
         loading.waiters += 1
@@ -108,7 +104,7 @@ class ObjectCache(Generic[T]):
         """Hold ``value`` for ``key`` (replacing any), within the bounds."""
         self._keep(key, value)
 
-    def _loaded(self, key: str, loading: _Loading[T], task: asyncio.Task[T]) -> None:
+    def _loaded(self, key: str, loading: _Loading[T], task: asyncio.Future[T]) -> None:
         if self._loading.get(key) is loading:
             del self._loading[key]
         if task.cancelled() or task.exception() is not None:

@@ -174,7 +174,9 @@ async def create_and_cache_volume(
     volume._task = asyncio.ensure_future(
         _stream(loader, volume, RequestType(request_type), priority)
     )
-    loader.add_closer(volume.cancel_loading)
+    # Stop streaming if the loader closes first; forget that once streaming is done.
+    forget = loader.add_closer(volume.cancel_loading)
+    volume._task.add_done_callback(lambda _: forget())
     return volume
 
 
@@ -225,7 +227,7 @@ def _place(loader: ImageLoader, volume: Volume, k: int, image: Image) -> None:
         )
         return
     target[...] = image.pixel_data
-    if volume.volume_id in loader.cache.volume_ids():
+    if loader.cache.get_volume(volume.volume_id) is volume:
         # The cached image is a view into the volume: its bytes count once, there.
         loader.cache.put_image(
             image.replace(pixel_data=target, data_type=target.dtype.name), size_in_bytes=0

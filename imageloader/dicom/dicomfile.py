@@ -48,9 +48,11 @@ def _key_of(image_id: str) -> str | None:
 async def load_dicomfile(image_id: str, ctx: LoadContext) -> Image:
     """The ``dicomfile:`` loader."""
     path, frame = parse_dicomfile_id(image_id)
-    real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
 
     async def fetch() -> Part10Object:
+        # Only when the file is not held already: a held one passed this check (the
+        # policy does not change) and its other frames need no thread hop for it.
+        real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
         return await read_part10(str(real), ctx, image_id)
 
     objects = part10_objects(ctx, SCHEME, _key_of)

@@ -141,3 +141,14 @@ async def test_volume_limit(series: list[str]) -> None:
         with pytest.raises(ImageTooLargeError):
             await loader.create_and_cache_volume("v", series)
         assert loader.cache.volume_ids() == []
+
+
+async def test_a_finished_volume_leaves_no_closer_behind(
+    loader: ImageLoader, series: list[str]
+) -> None:
+    before = len(loader._closers)
+    for k in range(3):
+        volume = await loader.create_and_cache_volume(f"v{k}", series)
+        await volume.loaded()
+        await asyncio.sleep(0)  # the done callback runs
+    assert len(loader._closers) == before
