@@ -37,12 +37,7 @@ from imageloader.decode.syntaxes import SYNTAXES, Family, read_header
 from imageloader.decode.worker import decode_frame
 from imageloader.dicom.part10 import pixel_params
 
-CORPUS = Path(
-    os.environ.get(
-        "IMAGELOADER_CORNERSTONE_IMAGES",
-        Path(__file__).resolve().parents[2] / "shared" / "corpus" / "cornerstone",
-    )
-)
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "cornerstone"
 HERE = Path(__file__).resolve().parent
 
 

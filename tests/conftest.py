@@ -63,7 +63,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def cornerstone_corpus() -> Path:
-    """The Cornerstone3D test images (skips where the folder is absent)."""
-    if not CORNERSTONE.is_dir():
-        pytest.skip(f"Cornerstone corpus not found at {CORNERSTONE}")
+    """The Cornerstone3D test images (in the repository: ``tests/data/cornerstone``)."""
     return CORNERSTONE

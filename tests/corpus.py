@@ -1,17 +1,12 @@
-"""Where the Cornerstone3D test images are: ``../shared/corpus/cornerstone`` beside the repo.
+"""Where the Cornerstone3D test images are: ``tests/data/cornerstone`` in this repository.
 
-``IMAGELOADER_CORNERSTONE_IMAGES`` overrides it. Tests that need the images skip
-with a clear reason where the folder is absent.
+They are part of the repository (MIT, see ``tests/data/cornerstone/LICENSE`` and its
+README for where they come from), so every test that uses them runs on any clone.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CORNERSTONE = Path(
-    os.environ.get(
-        "IMAGELOADER_CORNERSTONE_IMAGES", REPO.parent / "shared" / "corpus" / "cornerstone"
-    )
-)
+CORNERSTONE = REPO / "tests" / "data" / "cornerstone"

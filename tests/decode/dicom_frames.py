@@ -17,19 +17,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
-import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from imageloader.decode.params import DecodeOptions, Palette, PixelParams
 from imageloader.decode.syntaxes import SYNTAXES, Family, jpeg_is_ycbcr, read_header
-from tests.corpus import CORNERSTONE
-
-requires_cornerstone = pytest.mark.skipif(
-    not (CORNERSTONE / "CTImage.dcm").is_file(),
-    reason=f"Cornerstone3D test images not found in {CORNERSTONE} "
-    "(set IMAGELOADER_CORNERSTONE_IMAGES)",
-)
 
 
 def read(path: str | Path) -> Dataset:

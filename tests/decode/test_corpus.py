@@ -24,7 +24,6 @@ from .dicom_frames import (
     frames,
     params_from_dataset,
     read,
-    requires_cornerstone,
     sample_frames,
     stored_reference,
 )
@@ -50,15 +49,11 @@ def _pixel_files() -> list[Path]:
 
 
 PYDICOM_FILES = _pixel_files()
-CORNERSTONE_FILES = (
-    [
-        *sorted(p for p in CORNERSTONE.iterdir() if p.is_file() and p.suffix == ".dcm"),
-        CORNERSTONE / "CT1_J2KR",
-        CORNERSTONE / "CT2_J2KR",
-    ]
-    if CORNERSTONE.is_dir()
-    else [CORNERSTONE]  # one test, skipped by requires_cornerstone with the reason
-)
+CORNERSTONE_FILES = [
+    *sorted(p for p in CORNERSTONE.iterdir() if p.is_file() and p.suffix == ".dcm"),
+    CORNERSTONE / "CT1_J2KR",
+    CORNERSTONE / "CT2_J2KR",
+]
 
 
 def _check_file(path: Path) -> None:
@@ -108,7 +103,6 @@ def test_pydicom_file(path: Path) -> None:
     _check_file(path)
 
 
-@requires_cornerstone
 @pytest.mark.parametrize("path", CORNERSTONE_FILES, ids=lambda p: p.name)
 def test_cornerstone_file(path: Path) -> None:
     if "PixelData" not in read(path):
@@ -129,7 +123,6 @@ LOSSLESS_CT = [
 ]
 
 
-@requires_cornerstone
 @pytest.mark.parametrize("name", LOSSLESS_CT)
 def test_lossless_ct_equals_original(name: str) -> None:
     original = read(CORNERSTONE / "CTImage.dcm").pixel_array
@@ -146,7 +139,6 @@ def test_lossless_ct_equals_original(name: str) -> None:
     assert (hu.min_value, hu.max_value) == (-3024.0, 1378.0)
 
 
-@requires_cornerstone
 @pytest.mark.parametrize(
     ("suffix", "mean_error", "max_error"),
     [

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pydicom
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_files
 
 from imageloader.dicom.multipart import parse_multipart_related
 
@@ -211,8 +211,6 @@ def _pydicom_candidates() -> list[_Candidate]:
 
 
 def _corpus_candidates(corpus: Path) -> list[_Candidate]:
-    if not corpus.is_dir():
-        return []
     return [
         _Candidate(f"cornerstone/{path.name}", "cornerstone", path)
         for path in sorted(corpus.iterdir())
@@ -222,9 +220,6 @@ def _corpus_candidates(corpus: Path) -> list[_Candidate]:
 
 def _variant_candidates(out_dir: Path, corpus: Path) -> list[_Candidate]:
     ct, rgb = corpus / "CTImage.dcm", corpus / "TestPattern_RGB.dcm"
-    if not (ct.is_file() and rgb.is_file()):
-        # Without the corpus, pydicom's small CT and RGB images stand in.
-        ct, rgb = (Path(str(get_testdata_file(n))) for n in ("CT_small.dcm", "SC_rgb.dcm"))
     return [
         _Candidate(f"encoder/{v.name}", "encoder", v.path, v.encoder, v.lossless)
         for v in make_variants(out_dir, ct=ct, rgb=rgb)
