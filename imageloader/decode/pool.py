@@ -233,8 +233,15 @@ class DecodePool:
         return loop
 
     def _executor(self, worker: _Worker) -> concurrent.futures.ProcessPoolExecutor:
+        """The worker's executor, starting its process if there is none.
+
+        Every process start goes through here (the first task, ``warm()``, the
+        replacement after a crash or a timeout): a one-process executor starts its
+        process inside its first ``submit``, the ping below, so that call alone runs
+        with ``__main__`` hidden. Later submits start nothing.
+        """
         if worker.executor is None:
-            executor = worker.executor = concurrent.futures.ProcessPoolExecutor(
+            executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1, mp_context=self._context, initializer=_init_worker
             )
             worker.ready = False
@@ -245,7 +252,10 @@ class DecodePool:
                 with contextlib.suppress(RuntimeError):  # the loop is closed
                     loop.call_soon_threadsafe(self._ready, worker, executor)
 
-            executor.submit(_ping).add_done_callback(answered)
+            with _without_main_module():
+                ping = executor.submit(_ping)
+            worker.executor = executor
+            ping.add_done_callback(answered)
         return worker.executor
 
     def _ready(self, worker: _Worker, executor: concurrent.futures.Executor) -> None:
@@ -258,8 +268,7 @@ class DecodePool:
     def _submit_call(
         self, worker: _Worker, fn: Callable[..., T], *args: Any
     ) -> concurrent.futures.Future[T]:
-        with _without_main_module():
-            return self._executor(worker).submit(fn, *args)
+        return self._executor(worker).submit(fn, *args)
 
     async def warm(self) -> None:
         """Start every worker process now and wait until each is ready."""
