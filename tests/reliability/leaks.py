@@ -31,12 +31,21 @@ def loader_tasks() -> list[asyncio.Task[object]]:
     for task in asyncio.all_tasks():
         if task is current or task.done():
             continue
-        coro = task.get_coro()
-        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
-        filename = code.co_filename if code is not None else ""
-        if "/imageloader/" in filename or task.get_name().startswith("imageloader:"):
+        if task.get_name().startswith("imageloader:") or _library_module(task.get_coro()):
             found.append(task)
     return found
+
+
+def _library_module(coro: object) -> bool:
+    """Whether ``coro`` is a coroutine defined in the ``imageloader`` package.
+
+    Asked of the module the code belongs to (its frame's ``__name__``), not of the
+    file's path: a clone or a virtualenv in a folder named ``imageloader`` would
+    otherwise make every test's own task look like the library's.
+    """
+    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return module == "imageloader" or module.startswith("imageloader.")
 
 
 async def assert_settled(loader: ImageLoader) -> None:
