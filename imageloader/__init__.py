@@ -34,8 +34,9 @@ if TYPE_CHECKING:
         shutdown,
     )
     from .cache import ImageCache
+    from .context import LoadContext, LoadOptions
     from .limits import Limits
-    from .loader import ImageLoader, LoadContext, LoadOptions
+    from .loader import ImageLoader
     from .metadata import MetadataRegistry
     from .request_pool import RequestPool, RequestType
     from .security import AccessPolicy
@@ -55,8 +56,8 @@ _LAZY = {
     "ImageCache": ".cache",
     "Limits": ".limits",
     "ImageLoader": ".loader",
-    "LoadContext": ".loader",
-    "LoadOptions": ".loader",
+    "LoadContext": ".context",
+    "LoadOptions": ".context",
     "MetadataRegistry": ".metadata",
     "RequestPool": ".request_pool",
     "RequestType": ".request_pool",

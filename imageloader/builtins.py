@@ -7,12 +7,12 @@ dependencies (Pillow, nibabel) are needed only by those who load such images.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from .context import LoadContext
     from .image import Image
-    from .loader import ImageLoader, LoadContext
-    from .registry import ImageLoaderFunction, MetadataLoaderFunction
+    from .registry import ImageLoaderFunction, LoaderRegistry, MetadataLoaderFunction
 
 __all__ = ["BUILTIN_METADATA", "BUILTIN_SCHEMES", "register_builtin_loaders"]
 
@@ -25,7 +25,7 @@ BUILTIN_SCHEMES: dict[str, str] = {
     "http": ".web:load_web_image",
     "https": ".web:load_web_image",
     "web": ".web:load_web_image",
-    "nifti": ".nifti:load_nifti",
+    "nifti": ".nifti.loader:load_nifti",
 }
 
 
@@ -35,7 +35,7 @@ BUILTIN_METADATA: dict[str, str] = {
     "wadouri": ".dicom.wadouri:load_wadouri_metadata",
     "dicomweb": ".dicom.wadouri:load_wadouri_metadata",
     "wadors": ".dicom.wadors:load_wadors_metadata",
-    "nifti": ".nifti:load_nifti_metadata",
+    "nifti": ".nifti.loader:load_nifti_metadata",
 }
 
 
@@ -78,7 +78,20 @@ class _LazyMetadataLoader:
         return f"<builtin metadata loader {self.target}>"
 
 
-def register_builtin_loaders(loader: ImageLoader) -> None:
+class Registrant(Protocol):
+    """What registering needs of an :class:`~imageloader.ImageLoader` (which calls this)."""
+
+    @property
+    def registry(self) -> LoaderRegistry:
+        """The loader's scheme registry."""
+        ...
+
+    def register_image_loader(self, scheme: str, loader: ImageLoaderFunction) -> None:
+        """Serve imageIds of ``scheme`` with ``loader``."""
+        ...
+
+
+def register_builtin_loaders(loader: Registrant) -> None:
     """Register every built-in scheme (and its metadata loader) on ``loader``."""
     for scheme, target in BUILTIN_SCHEMES.items():
         loader.register_image_loader(scheme, _LazyLoader(target))

@@ -3,6 +3,8 @@
 One request flows: cache hit → return; already in flight → await the same task;
 otherwise a task takes a request-pool slot, resolves the scheme's loader, runs it
 (fetch over the shared session, decode in the decode pool) and caches the Image.
+Loaders get a :class:`~imageloader.context.LoadContext` (defined in :mod:`.context`
+with :class:`LoadOptions`; both importable from here too).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import functools
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import events as ev
 from .cache import ImageCache
+from .context import LoadContext, LoadOptions
 from .errors import (
     CacheFullError,
     ImageLoaderError,
@@ -28,7 +30,7 @@ from .errors import (
 from .image import Image
 from .metadata import MetadataRegistry
 from .registry import ImageLoaderFunction, LoaderRegistry, split_scheme
-from .request_pool import RequestPool, RequestType, Ticket
+from .request_pool import RequestPool, RequestType
 
 if TYPE_CHECKING:
     import aiohttp
@@ -46,60 +48,6 @@ DEFAULT_CACHE_SIZE = 1 << 30  # Cornerstone's default: 1 GiB
 #: long: the next interactive load of a burst (a user scrolling) is likely coming.
 URGENT_HOLD_SECONDS = 0.5
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    """Options that change the pixels a load produces (part of the in-flight key).
-
-    ``prescale``: apply the modality LUT (Cornerstone's ``preScale.enabled``).
-    ``use_rgba``: colour images as RGBA instead of RGB.
-    """
-
-    prescale: bool = True
-    use_rgba: bool = False
-
-
-@dataclass(slots=True)
-class LoadContext:
-    """What a loader coroutine gets besides the imageId.
-
-    ``request_type`` and ``priority`` are those the load runs at (they may rise while
-    it waits, when a more urgent caller joins); loaders pass them on to the decode
-    pool. ``loader`` is the owning :class:`ImageLoader`.
-    """
-
-    loader: ImageLoader
-    image_id: str
-    options: LoadOptions
-    request_type: RequestType
-    priority: float
-    ticket: Ticket | None = None
-
-    @property
-    def metadata(self) -> MetadataRegistry:
-        """The loader's metadata registry."""
-        return self.loader.metadata
-
-    @property
-    def decode_pool(self) -> DecodePool:
-        """The loader's decode pool (started on first use)."""
-        return self.loader.decode_pool
-
-    @property
-    def http(self) -> HttpClient:
-        """The loader's HTTP client over the one shared aiohttp session."""
-        return self.loader.http
-
-    @property
-    def limits(self) -> Limits:
-        """Size limits against hostile or broken input."""
-        return self.loader.limits
-
-    @property
-    def access(self) -> AccessPolicy:
-        """Which schemes, hosts and file roots this loader may touch."""
-        return self.loader.access
 
 
 class _State(enum.Enum):

@@ -1,7 +1,9 @@
 """Scheme → loader registry (Cornerstone's ``registerImageLoader``).
 
-The scheme is the text before the first ``:`` of the imageId. A registry is a plain
-object: each :class:`~imageloader.ImageLoader` owns one, and tests create their own.
+The scheme is the text before the first ``:`` of the imageId
+(:func:`~imageloader.imageid.split_scheme`, importable from here too). A registry is
+a plain object: each :class:`~imageloader.ImageLoader` owns one, and tests create
+their own.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import InvalidImageIdError, UnknownSchemeError
+from .errors import UnknownSchemeError
+from .imageid import split_scheme
 
 if TYPE_CHECKING:
+    from .context import LoadContext
     from .image import Image
-    from .loader import LoadContext
 
 __all__ = ["ImageLoaderFunction", "LoaderRegistry", "MetadataLoaderFunction", "split_scheme"]
 
@@ -22,24 +25,6 @@ class ImageLoaderFunction(Protocol):
     """A loader: ``async def load(image_id, ctx) -> Image``."""
 
     def __call__(self, image_id: str, ctx: LoadContext, /) -> Awaitable[Image]: ...
-
-
-def split_scheme(image_id: object) -> tuple[str, str]:
-    """``"wadors:https://x/y"`` → ``("wadors", "https://x/y")``.
-
-    Raises :class:`InvalidImageIdError` for an empty or non-str imageId. An imageId
-    without ``:`` has the empty scheme, which only a fallback loader can serve.
-    """
-    if not isinstance(image_id, str):
-        raise InvalidImageIdError(
-            f"imageId must be a str, not {type(image_id).__name__}", image_id=repr(image_id)
-        )
-    if not image_id or image_id.isspace():
-        raise InvalidImageIdError("imageId is empty", image_id=image_id)
-    scheme, sep, rest = image_id.partition(":")
-    if not sep:
-        return "", image_id
-    return scheme, rest
 
 
 class MetadataLoaderFunction(Protocol):

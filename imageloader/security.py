@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import AccessDeniedError
-from .registry import split_scheme
+from .imageid import split_scheme
 
 __all__ = ["AccessPolicy"]
 

@@ -35,7 +35,7 @@ from .metadata import ImagePixelModule, ImagePlaneModule
 from .request_pool import RequestType
 
 if TYPE_CHECKING:
-    from .loader import ImageLoader
+    from .context import LoaderServices
 
 __all__ = ["Volume", "create_and_cache_volume", "volume_dtype"]
 
@@ -137,7 +137,7 @@ class Volume:
 
 
 async def create_and_cache_volume(
-    loader: ImageLoader,
+    loader: LoaderServices,
     volume_id: str,
     image_ids: Sequence[str],
     *,
@@ -181,7 +181,7 @@ async def create_and_cache_volume(
 
 
 async def _stream(
-    loader: ImageLoader, volume: Volume, request_type: RequestType, priority: float
+    loader: LoaderServices, volume: Volume, request_type: RequestType, priority: float
 ) -> None:
     started = time.perf_counter()
     index = {image_id: k for k, image_id in enumerate(volume.image_ids)}
@@ -218,7 +218,7 @@ async def _stream(
         )
 
 
-def _place(loader: ImageLoader, volume: Volume, k: int, image: Image) -> None:
+def _place(loader: LoaderServices, volume: Volume, k: int, image: Image) -> None:
     target = volume.data[k]
     if image.pixel_data.shape != target.shape:
         volume.failures[image.image_id] = MetadataError(

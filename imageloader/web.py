@@ -53,7 +53,7 @@ from .registry import split_scheme
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from .loader import LoadContext
+    from .context import LoadContext
 
 __all__ = ["WebPixels", "decode_web_image", "load_web_image", "web_image_url"]
 

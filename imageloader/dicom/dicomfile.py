@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 
+from ..context import LoadContext
 from ..errors import InvalidImageIdError
 from ..image import Image
-from ..loader import LoadContext
 from ..objectcache import ObjectCache
 from ..registry import split_scheme
 from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from ..context import LoadContext
 from ..errors import InvalidImageIdError
 from ..image import Image
-from ..loader import LoadContext
 from ..objectcache import ObjectCache
 from .image import decode_to_image
 from .modules import metadata_modules

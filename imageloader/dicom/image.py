@@ -12,7 +12,7 @@ from ..decode.worker import decode_frame
 from ..image import Image
 
 if TYPE_CHECKING:
-    from ..loader import LoadContext
+    from ..context import LoadContext
 
 __all__ = ["decode_to_image"]
 

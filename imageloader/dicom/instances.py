@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
@@ -25,12 +26,12 @@ from .multipart import is_multipart, parse_multipart_related
 from .part10 import parse_part10, pixel_params
 
 if TYPE_CHECKING:
+    from ..context import LoadContext, LoaderServices
     from ..http import HttpClient
-    from ..loader import ImageLoader, LoadContext
-    from .wadors import WadoRsRef
 
 __all__ = [
     "InstanceRegistry",
+    "WadoRsRef",
     "fetch_bulkdata",
     "instance_modules",
     "instance_registry",
@@ -40,6 +41,22 @@ __all__ = [
 DICOM_JSON = "application/dicom+json"
 _BULK_ACCEPT = 'multipart/related; type="application/octet-stream", application/octet-stream'
 _PART10_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+@dataclass(frozen=True, slots=True)
+class WadoRsRef:
+    """The parts of a wadors imageId (:func:`~imageloader.dicom.wadors.parse_wadors_id`)."""
+
+    base: str
+    study: str
+    series: str
+    instance: str
+    frame: int
+
+    @property
+    def instance_url(self) -> str:
+        """``{base}/studies/{st}/series/{se}/instances/{in}``."""
+        return f"{self.base}/studies/{self.study}/series/{self.series}/instances/{self.instance}"
 
 
 # Palette LUT data (normal and segmented): servers send these as BulkDataURIs, and
@@ -158,7 +175,7 @@ def instance_modules(
 
 
 def register_instance(
-    loader: ImageLoader, instance_url: str, ds: Dataset, frames: list[tuple[str, dict[str, Any]]]
+    loader: LoaderServices, instance_url: str, ds: Dataset, frames: list[tuple[str, dict[str, Any]]]
 ) -> list[str]:
     """Register an instance's frame modules (from :func:`instance_modules`); on the loop."""
     loader.metadata.store.add_many(frames)
@@ -169,7 +186,7 @@ def register_instance(
 class InstanceRegistry:
     """Datasets of instances by URL, bounded; fetches instance metadata on demand."""
 
-    def __init__(self, loader: ImageLoader) -> None:
+    def __init__(self, loader: LoaderServices) -> None:
         limits = loader.limits
         self._loader = loader
         self._datasets: ObjectCache[Dataset] = ObjectCache(
@@ -220,6 +237,6 @@ class InstanceRegistry:
         return pixel_params_from_modules(modules, syntax, image_id=ctx.image_id)
 
 
-def instance_registry(loader: ImageLoader) -> InstanceRegistry:
+def instance_registry(loader: LoaderServices) -> InstanceRegistry:
     """The loader's instance registry."""
     return loader.shared("wadors:instances", lambda: InstanceRegistry(loader))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ..context import LoadContext
 from ..errors import (
     FetchError,
     ImageLoaderError,
@@ -32,11 +33,10 @@ from ..errors import (
 )
 from ..http import RETRY_STATUSES, HttpResponse
 from ..image import Image
-from ..loader import LoadContext
 from ..registry import split_scheme
 from .frames import parse_frame_number
 from .image import decode_to_image
-from .instances import InstanceRegistry, instance_registry
+from .instances import InstanceRegistry, WadoRsRef, instance_registry
 from .multipart import (
     Part,
     is_multipart,
@@ -75,22 +75,6 @@ _WADORS = re.compile(
     r"^(?P<base>https?://.+?)/studies/(?P<study>[^/?#]+)/series/(?P<series>[^/?#]+)"
     r"/instances/(?P<instance>[^/?#]+)/frames/(?P<frame>[0-9]+)$"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class WadoRsRef:
-    """The parts of a wadors imageId."""
-
-    base: str
-    study: str
-    series: str
-    instance: str
-    frame: int
-
-    @property
-    def instance_url(self) -> str:
-        """``{base}/studies/{st}/series/{se}/instances/{in}``."""
-        return f"{self.base}/studies/{self.study}/series/{self.series}/instances/{self.instance}"
 
 
 @dataclass(slots=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..context import LoadContext
 from ..errors import InvalidImageIdError
 from ..image import Image
-from ..loader import LoadContext
 from ..registry import split_scheme
 from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10
 from .modules import metadata_modules

@@ -43,7 +43,8 @@ def warm_up() -> None:
         with contextlib.suppress(ImportError):
             __import__(name)
     with contextlib.suppress(ImportError):
-        from imageloader import _nifti_volume, web  # noqa: F401
+        from imageloader import web  # noqa: F401
+        from imageloader.nifti import volume  # noqa: F401
     # Map each native library now, not inside the first capped case.
     image = np.arange(64, dtype=np.uint16).reshape(8, 8)
     params = PixelParams("1.2.840.10008.1.2.4.90", 8, 8, 1, 16, 16, 0, "MONOCHROME2")
@@ -263,7 +264,7 @@ def probe_web(data: bytes, use_rgba: bool, max_frame_pixels: int) -> dict[str, A
 
 def probe_nifti(body: bytes, limits: Limits) -> dict[str, Any]:
     """``read_volume`` then every frame (up to a bound), as the NIfTI loader does."""
-    from imageloader._nifti_volume import frame_pixels, read_volume
+    from imageloader.nifti.volume import frame_pixels, read_volume
 
     steps: list[Step] = []
     volume = attempt(steps, "read", lambda: read_volume(body, IMAGE_ID, limits))

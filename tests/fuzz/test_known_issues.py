@@ -13,9 +13,9 @@ import struct
 import numpy as np
 import pytest
 
-from imageloader._nifti_volume import read_volume
 from imageloader.errors import DecodeError
 from imageloader.limits import Limits
+from imageloader.nifti.volume import read_volume
 from tests.nifti._volumes import nifti_bytes
 
 from ._fuzz import CASE_TIMEOUT

@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imageloader._nifti_header import (
+from imageloader.errors import DecodeError, ImageTooLargeError, InvalidImageIdError
+from imageloader.limits import Limits
+from imageloader.nifti import nifti_image_id, parse_nifti_id
+from imageloader.nifti.header import (
     HEADER_BYTES,
     MAX_HEADER_WIRE_BYTES,
     HeaderReader,
     check_limits,
     parse_header,
 )
-from imageloader.errors import DecodeError, ImageTooLargeError, InvalidImageIdError
-from imageloader.limits import Limits
-from imageloader.nifti import nifti_image_id, parse_nifti_id
 from tests.nifti._volumes import SAMPLES, nifti_bytes, sample
 
 ID = "nifti:/data/x.nii"

@@ -1,31 +1,8 @@
-"""``nifti:<url or path>?frame=<f>``: slices of NIfTI-1/NIfTI-2 files (``.nii``, ``.nii.gz``).
+"""The ``nifti:`` loader and metadata loader, and the imageIds of a file's slices.
 
-As Cornerstone3D's nifti-volume-loader::
-
-    ids = await create_nifti_image_ids(loader, "https://host/brain.nii.gz")
-    images = await loader.load_and_cache_images(ids)
-
-- :func:`create_nifti_image_ids` reads only the header: over HTTP it stops the
-  download once the header is in (a ``.nii.gz`` is inflated only that far), from
-  disk it reads just those bytes. It registers every slice's metadata modules and
-  returns one imageId per slice of one volume (``timepoint`` picks the volume of a
-  4-D file).
-- Frames are **0-based**, as Cornerstone's: ``frame`` ``f`` is slice
-  ``k = f mod nz`` of volume ``t = f div nz``. The imageId is the source followed by
-  ``?frame=<f>``, even when the URL has a query of its own (the last ``?frame=``
-  counts), exactly as Cornerstone builds it.
-- Loading a slice downloads (or reads) the file once for all its slices, parses it
-  in a worker thread and keeps it in an :class:`~imageloader.objectcache.ObjectCache`
-  until its last cached slice leaves the image cache (Cornerstone keeps it forever).
-- Slices are ``(rows, columns) = (nj, ni)`` arrays in DICOM's patient coordinates
-  (LPS): see :mod:`imageloader._nifti_geometry` for the axis convention.
-- ``scl_slope``/``scl_inter`` are applied (``prescale``) with the DICOM path's
-  container rules for integer data; floating-point data stays floating point.
-
-Local paths are confined by the loader's :class:`~imageloader.security.AccessPolicy`
-roots. ``Limits.max_response_bytes`` bounds the bytes read (downloaded or from
-disk), ``max_volume_bytes`` the voxel data a header declares (checked before it is
-inflated) and ``max_frame_pixels`` a slice. Needs nibabel (``imageloader[nifti]``).
+See :mod:`imageloader.nifti` for the imageId, what is read when, and the limits;
+:mod:`.header` reads headers, :mod:`.geometry` makes the metadata modules,
+:mod:`.volume` holds a whole file and cuts its frames.
 """
 
 from __future__ import annotations
@@ -36,23 +13,23 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._nifti_geometry import frame_modules, voi_module
-from ._nifti_header import HeaderReader, NiftiInfo, check_limits, parse_header, read_file_head
-from ._nifti_volume import NiftiVolume, frame_pixels, read_file, read_volume
-from .errors import (
+from ..errors import (
     ImageLoaderError,
     InvalidImageIdError,
     LoaderClosedError,
 )
-from .image import Image
-from .metadata import VoiLutModule
-from .objectcache import ObjectCache
-from .registry import split_scheme
+from ..image import Image
+from ..imageid import split_scheme
+from ..metadata import VoiLutModule
+from ..objectcache import ObjectCache
+from .geometry import frame_modules, voi_module
+from .header import HeaderReader, NiftiInfo, check_limits, parse_header, read_file_head
+from .volume import NiftiVolume, frame_pixels, read_file, read_volume
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from .loader import ImageLoader, LoadContext
+    from ..context import LoadContext, LoaderServices
 
 __all__ = [
     "SCHEME",
@@ -118,7 +95,7 @@ def _key_of(image_id: str) -> str | None:
 
 
 # -- reading --------------------------------------------------------------------------
-async def _fetch_head(loader: ImageLoader, source: str, image_id: str) -> tuple[bytes, int]:
+async def _fetch_head(loader: LoaderServices, source: str, image_id: str) -> tuple[bytes, int]:
     """The header bytes of ``source`` and how many bytes were read to get them."""
     if not _is_url(source):
         path = await asyncio.to_thread(loader.access.resolve_path, source, image_id=image_id)
@@ -134,7 +111,7 @@ async def _fetch_head(loader: ImageLoader, source: str, image_id: str) -> tuple[
     return await loader.http.request(source, consume, image_id=image_id)
 
 
-async def read_nifti_header(loader: ImageLoader, source: str) -> tuple[NiftiInfo, int]:
+async def read_nifti_header(loader: LoaderServices, source: str) -> tuple[NiftiInfo, int]:
     """Parse the header of ``source`` (URL or path) alone.
 
     Returns the header and the bytes read (from the wire or the disk) to get it.
@@ -151,7 +128,7 @@ async def read_nifti_header(loader: ImageLoader, source: str) -> tuple[NiftiInfo
 
 
 async def create_nifti_image_ids(
-    loader: ImageLoader,
+    loader: LoaderServices,
     source: str,
     *,
     timepoint: int = 0,
@@ -187,7 +164,7 @@ async def create_nifti_image_ids(
     return [image_id for image_id, _ in entries]
 
 
-def _headers(loader: ImageLoader) -> ObjectCache[NiftiInfo]:
+def _headers(loader: LoaderServices) -> ObjectCache[NiftiInfo]:
     # Headers are small: many files' worth are kept, so that the metadata of many
     # slices of one file costs one header read.
     return loader.shared(

@@ -23,8 +23,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import DecodeError, ImageTooLargeError, NotFoundError
-from .limits import Limits
+from ..errors import DecodeError, ImageTooLargeError, NotFoundError
+from ..limits import Limits
 
 __all__ = [
     "HEADER_BYTES",

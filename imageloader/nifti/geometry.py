@@ -8,7 +8,7 @@ So the row cosines (the direction of increasing column) are the affine's i colum
 the column cosines its j column, each normalised, with ``PixelSpacing = (Δj, Δi)``;
 the first pixel of slice ``k`` is at ``affine @ (0, 0, k, 1)``.
 
-NIfTI's world is RAS+ and DICOM's LPS+; :mod:`._nifti_header` negates the first
+NIfTI's world is RAS+ and DICOM's LPS+; :mod:`.header` negates the first
 two rows of the affine, so nothing here (nor in the pixels) is flipped again.
 """
 
@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from ._nifti_header import NiftiInfo
-from .image import default_window
-from .metadata import (
+from ..image import default_window
+from ..metadata import (
     GeneralSeriesModule,
     ImagePixelModule,
     ImagePlaneModule,
     ModalityLutModule,
     VoiLutModule,
 )
+from .header import NiftiInfo
 
 __all__ = ["FRAME_OF_REFERENCE_UID", "frame_modules", "series_uid", "voi_module"]
 

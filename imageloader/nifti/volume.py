@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._nifti_header import (
+from ..decode.params import PixelParams
+from ..decode.pixels import apply_modality_lut
+from ..errors import DecodeError, ImageTooLargeError
+from ..image import PreScale
+from ..limits import Limits
+from .header import (
     GZIP_MAGIC,
     HeaderReader,
     NiftiInfo,
@@ -28,11 +33,6 @@ from ._nifti_header import (
     open_file,
     parse_header,
 )
-from .decode.params import PixelParams
-from .decode.pixels import apply_modality_lut
-from .errors import DecodeError, ImageTooLargeError
-from .image import PreScale
-from .limits import Limits
 
 __all__ = ["FramePixels", "NiftiVolume", "frame_pixels", "read_file", "read_volume"]
 
