@@ -2,9 +2,14 @@
 
 ``bus.on(IMAGE_LOADED, callback)`` calls ``callback(event)`` synchronously when the
 event is emitted; a callback that raises is logged and does not break loading.
-``async for event in bus`` (or ``bus.subscribe(...)``) receives events through a
-bounded queue; when a slow consumer lets it fill, the oldest events are dropped and
-counted in ``subscription.dropped``.
+``async for event in bus`` (or ``async with bus.subscribe(...) as events``) receives
+events through a bounded buffer; when a slow consumer lets it fill, the oldest events
+are dropped and counted in ``subscription.dropped``.
+
+A subscription ends when it is closed, when its ``async with`` block ends, or when
+nobody holds it any more: the bus keeps subscriptions weakly, so breaking out of
+``async for event in bus`` (or the iterating task ending) unsubscribes at once
+instead of buffering every later event, and the images they carry, for ever.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +50,10 @@ VOLUME_CACHE_VOLUME_REMOVED = "VOLUME_CACHE_VOLUME_REMOVED"
 logger = logging.getLogger("imageloader.events")
 
 Callback = Callable[["Event"], object]
+
+#: Events a subscription buffers for a slow consumer before dropping the oldest. Events
+#: carry their images, so this bounds what an idle subscriber can hold.
+DEFAULT_BUFFER = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +124,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._callbacks: dict[str, list[Callback]] = collections.defaultdict(list)
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
 
     def on(self, name: str, callback: Callback) -> Callable[[], None]:
         """Call ``callback(event)`` for each event ``name``; returns an unsubscribe function."""
@@ -128,19 +138,30 @@ class EventBus:
             callbacks.remove(callback)
 
     def subscribe(
-        self, names: Iterable[str] | None = None, *, maxsize: int = 10_000
+        self, names: Iterable[str] | None = None, *, maxsize: int = DEFAULT_BUFFER
     ) -> Subscription:
-        """An async iterator of the events named (all events when ``names`` is None)."""
+        """An async iterator of the events named (all events when ``names`` is None).
+
+        At most ``maxsize`` events wait in it; beyond that the oldest are dropped and
+        counted. Use it as ``async with bus.subscribe(...) as events:`` to end it
+        explicitly; a subscription nobody holds any more ends by itself.
+        """
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
         sub = Subscription(self, frozenset(names) if names is not None else None, maxsize)
-        self._subscriptions.append(sub)
+        self._subscriptions.add(sub)
         return sub
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self.subscribe()
 
     def _unsubscribe(self, sub: Subscription) -> None:
-        if sub in self._subscriptions:
-            self._subscriptions.remove(sub)
+        self._subscriptions.discard(sub)
+
+    @property
+    def subscriptions(self) -> int:
+        """How many async subscriptions are open."""
+        return len(self._subscriptions)
 
     def has_listeners(self, name: str) -> bool:
         """Whether emitting ``name`` would reach anyone (lets hot paths skip building events)."""

@@ -17,9 +17,9 @@ from pydicom.data import get_testdata_files
 from imageloader.decode.params import DecodeOptions
 from imageloader.decode.worker import decode_frame
 from imageloader.errors import ImageLoaderError
+from tests.corpus import CORNERSTONE
 
 from .dicom_frames import (
-    CORNERSTONE,
     expected_frame,
     frames,
     params_from_dataset,
