@@ -57,6 +57,9 @@ class PrefetchReport:
     errors: dict[str, BaseException] = field(default_factory=dict)
     #: imageId → the series (file stem under ``output``) of each image loaded.
     image_series: dict[str, str] = field(default_factory=dict)
+    #: imageId → "loaded", "skipped" or "resumed" for each image settled without failure
+    #: (recorded by :class:`PrefetchJob`; failures are in ``failures``).
+    outcomes: dict[str, str] = field(default_factory=dict)
     written: list[WrittenSeries] = field(default_factory=list)
     #: Series not written because a frame failed (their frames stay staged).
     held: list[str] = field(default_factory=list)
@@ -121,6 +124,10 @@ class PrefetchJob:
                 plan = await asyncio.to_thread(plan_resume, writer, to_load, known)
                 to_load, tracker = plan.to_load, plan.tracker
                 report.skipped, report.resumed = plan.skipped, len(plan.resumed)
+                report.outcomes.update(dict.fromkeys(self.image_ids, "skipped"))
+                report.outcomes.update(dict.fromkeys(plan.resumed, "resumed"))
+                for image_id in to_load:
+                    del report.outcomes[image_id]
                 self._write(writer, plan.ready)
             self._tick()
             async for result in self.loader.iter_images(
@@ -129,7 +136,7 @@ class PrefetchJob:
                 if isinstance(result, Image):
                     await self._loaded(result, writer, tracker)
                 else:
-                    self._failed(result, tracker)
+                    self._failed(result, writer, tracker)
                 self._tick()
         finally:
             if self._writing:
@@ -138,6 +145,9 @@ class PrefetchJob:
             if tracker is not None:
                 report.held = sorted(tracker.held)
             report.finished = time.monotonic()
+        if writer is not None:
+            # Not when cancelled: a frame being staged on a thread may still land there.
+            await asyncio.to_thread(writer.remove_empty_staging)
         return report
 
     async def _loaded(
@@ -150,19 +160,24 @@ class PrefetchJob:
             except OSError as exc:
                 self.report.failures[image.image_id] = describe_error(exc)
                 self.report.errors[image.image_id] = exc
-                tracker.settled(image.image_id, series_key(modules), False)
+                # The last load to settle may complete other series: write them.
+                self._write(writer, tracker.settled(image.image_id, series_key(modules), False))
                 return
             self._write(writer, tracker.settled(image.image_id, series, True))
             self.report.image_series[image.image_id] = series
+        self.report.outcomes[image.image_id] = "loaded"
         self.report.loaded += 1
         self.report.bytes += image.pixel_data.nbytes
 
-    def _failed(self, error: ImageLoaderError, tracker: SeriesTracker | None) -> None:
+    def _failed(
+        self, error: ImageLoaderError, writer: SeriesWriter | None, tracker: SeriesTracker | None
+    ) -> None:
         image_id = error.image_id or "?"
         self.report.failures[image_id] = describe_error(error)
         self.report.errors[image_id] = error
-        if tracker is not None:
-            tracker.settled(image_id, self._known_series(image_id), False)
+        if writer is not None and tracker is not None:
+            # The last load to settle may complete other series: write them.
+            self._write(writer, tracker.settled(image_id, self._known_series(image_id), False))
 
     def _write(self, writer: SeriesWriter, ready: list[str]) -> None:
         for series in ready:

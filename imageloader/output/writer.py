@@ -9,7 +9,9 @@ Layout under the output directory ``OUT``::
                                  frame's metadata modules and Image fields. Written last:
                                  its presence is what marks the series complete.
     OUT/.staging/<series>/       frames loaded but not yet assembled (``<hash>.npy`` and a
-                                 ``<hash>.json`` sidecar, the sidecar written second)
+                                 ``<hash>.json`` sidecar, the sidecar written second);
+                                 a series' folder goes once it is written, and
+                                 ``.staging`` itself when a run ends with it empty
 
 Every file is written to a temporary name and moved into place with ``os.replace``,
 so an interrupted run leaves either the old state or the new one, never half a file;
@@ -21,6 +23,7 @@ All methods block (file I/O): call them from a worker thread, not the event loop
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -193,6 +196,8 @@ class SeriesWriter:
 
     def staged(self, series: str | None = None) -> Iterator[StagedFrame]:
         """The frames staged (for one series, or all); a frame without its sidecar is not."""
+        if not self.staging.is_dir():  # removed by remove_empty_staging: nothing staged
+            return
         folders = [self.staging / series] if series else sorted(self.staging.iterdir())
         for folder in folders:
             if not folder.is_dir():
@@ -315,6 +320,29 @@ class SeriesWriter:
             "regular": geometry.regular,
         }
         return [by_id[i] for i in geometry.image_ids], described
+
+    def remove_empty_staging(self) -> bool:
+        """Remove the staging area if it holds no frames; returns whether it is gone.
+
+        Empty series folders go first. Staged frames (a series held back by a failure,
+        or a run interrupted) are kept: they are what a rerun resumes from. Call it when
+        nothing stages any more (at the end of a run): a frame staged meanwhile would be
+        lost (never torn), and loaded again by the next run.
+        """
+        try:
+            folders = [p for p in self.staging.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return True
+        for folder in folders:
+            with contextlib.suppress(OSError):  # not empty: frames are staged there
+                folder.rmdir()
+        try:
+            self.staging.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
 
     def clean_temporaries(self) -> int:
         """Remove temporary files an interrupted run left; returns how many."""

@@ -35,11 +35,12 @@ def test_demo_still_works(tmp_path: Path) -> None:
 
 def test_prefetch_ids_continues_past_failures(tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
+    missing = f"dicomfile:{SAMPLES}/no-such-file.dcm"
     lines = [
         "# comments and blank lines are skipped",
         f"dicomfile:{CT}",
         "",
-        f"dicomfile:{SAMPLES}/no-such-file.dcm",
+        missing,
         *(f"dicomfile:{RTDOSE}?frame={n}" for n in range(15, 0, -1)),
         "nosuchscheme:whatever",
     ]
@@ -48,8 +49,14 @@ def test_prefetch_ids_continues_past_failures(tmp_path: Path) -> None:
     result = run_cli("prefetch", "--ids", str(ids), "--output", str(out), "--workers", "1")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "16 loaded, 2 failed" in result.stdout
-    assert f"FAILED dicomfile:{SAMPLES}/no-such-file.dcm: NotFoundError" in result.stdout
-    assert "FAILED nosuchscheme:whatever: UnknownSchemeError" in result.stdout
+    # One line per failed image, on stderr: the imageId once, then the reason.
+    assert "FAILED" not in result.stdout
+    failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED ")]
+    assert sorted(failed) == [
+        f"FAILED {missing}: NotFoundError: no such file",
+        "FAILED nosuchscheme:whatever: UnknownSchemeError: "
+        "no image loader registered for scheme 'nosuchscheme'",
+    ]
     manifests = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert len(manifests) == 2  # CT_small's series and RTDOSE's
     dose = next(m for m in manifests.values() if m["shape"] == [15, 10, 10])
@@ -57,6 +64,63 @@ def test_prefetch_ids_continues_past_failures(tmp_path: Path) -> None:
     assert dose["image_ids"] == [f"dicomfile:{RTDOSE}?frame={n}" for n in range(1, 16)]
     volume = np.load(out / f"{dose['series']}.npy")
     assert volume.dtype == np.float32 and volume.shape == (15, 10, 10)
+    # Both series written, nothing held back: no staging area is left behind.
+    assert not (out / ".staging").exists()
+
+
+def test_prefetch_report_lists_every_image(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    missing = f"dicomfile:{SAMPLES}/no-such-file.dcm"
+    dose = [f"dicomfile:{RTDOSE}?frame={n}" for n in range(1, 16)]
+    ids.write_text("\n".join([f"dicomfile:{CT}", missing, *dose]))
+    out, report_file = tmp_path / "out", tmp_path / "report.json"
+    args = ["prefetch", "--ids", str(ids), "--output", str(out), "--report", str(report_file)]
+    first = run_cli(*args, "--workers", "0")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert f"report: {report_file}" in first.stdout
+    report = json.loads(report_file.read_text())
+    assert report["exit_code"] == 1 and report["interrupted"] is False
+    assert report["error"] is None and report["elapsed_seconds"] > 0
+    assert report["source"]["ids"] == str(ids) and report["output"] == str(out)
+    assert report["totals"] | {"bytes_decoded": 0} == {
+        "images": 17,
+        "ok": 16,
+        "failed": 1,
+        "skipped": 0,
+        "pending": 0,
+        "complete_on_disk": 0,
+        "resumed": 0,
+        "bytes_decoded": 0,
+        "series_written": 2,
+        "series_held": 0,
+        "series_failed": 0,
+    }
+    assert report["totals"]["bytes_decoded"] == 128 * 128 * 2 + 15 * 10 * 10 * 4
+    images = {entry["image_id"]: entry for entry in report["images"]}
+    assert [entry["image_id"] for entry in report["images"]] == [f"dicomfile:{CT}", missing, *dose]
+    # The full message, imageId-free lines are only for the terminal.
+    assert images[missing] == {
+        "image_id": missing,
+        "status": "failed",
+        "series": None,
+        "error_type": "NotFoundError",
+        "message": f"no such file from {SAMPLES}/no-such-file.dcm",
+    }
+    assert images[dose[0]]["status"] == "ok" and images[dose[0]]["error_type"] is None
+    written = {w["series"]: w for w in report["series"]["written"]}
+    assert written[images[dose[0]]["series"]]["frames"] == 15
+    assert written[images[dose[0]]["series"]]["layout"] == "volume"
+
+    # A rerun skips what is complete on disk and reports it so.
+    second = run_cli(*args, "--workers", "0")
+    assert second.returncode == 1, second.stdout + second.stderr
+    again = json.loads(report_file.read_text())
+    statuses = {entry["image_id"]: entry["status"] for entry in again["images"]}
+    assert statuses == {missing: "failed"} | dict.fromkeys([f"dicomfile:{CT}", *dose], "skipped")
+    assert again["totals"]["skipped"] == again["totals"]["complete_on_disk"] == 16
+    skipped = next(e for e in again["images"] if e["status"] == "skipped")
+    assert skipped["message"] == "complete on disk from an earlier run"
+    assert not list(tmp_path.glob(".report.json.*"))  # written atomically, nothing left
 
 
 def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_prefetch_study_writes_volumes_and_resumes(
     assert mixed["layout"] == "frames"
     shapes = sorted(np.load(out / name).shape for name in mixed["files"])
     assert shapes == [(64, 64), (128, 128)]
-    assert not list((out / ".staging").iterdir())  # everything assembled
+    assert not (out / ".staging").exists()  # everything assembled, the staging area removed
     assert not list(out.rglob("*.tmp"))
 
     # A second run finds everything complete and loads nothing.

@@ -48,11 +48,13 @@ class Synthetic:
         self.loads: Counter[str] = Counter()
         self.fail: set[str] = set()
         self.gates: dict[str, asyncio.Event] = {}
+        self.settled: list[str] = []
 
     async def __call__(self, image_id: str, ctx: LoadContext) -> Image:
         self.loads[image_id] += 1
         if image_id in self.gates:
             await asyncio.wait_for(self.gates[image_id].wait(), 10)
+        self.settled.append(image_id)
         ctx.metadata.store.add(image_id, modules(image_id))
         if image_id in self.fail:
             raise FetchError("the origin said no", image_id=image_id, status=503)
@@ -128,7 +130,61 @@ async def test_a_failed_frame_holds_its_series_back_until_a_rerun(tmp_path: Path
     assert dict(scheme.loads) == {bad[2]: 1}  # only the missing frame was loaded
     assert (again.skipped, again.resumed, again.loaded) == (4, 3, 1)
     assert np.load(tmp_path / "3.2.npy")[:, 0, 0].tolist() == [3, 2, 1, 0]
-    assert not (tmp_path / ".staging" / "3.2").exists()
+    assert not (tmp_path / ".staging").exists()  # nothing staged any more: no empty folder
+    assert again.outcomes == (
+        dict.fromkeys(good, "skipped") | dict.fromkeys(bad, "resumed") | {bad[2]: "loaded"}
+    )
+
+
+async def test_a_failure_settling_last_still_lets_the_other_series_be_written(
+    tmp_path: Path,
+) -> None:
+    # Series unknown before loading: nothing can be written until the last load
+    # settles, and here the last one to settle is a failure (of another series).
+    scheme = Synthetic()
+    good, bad = ids("7.1", 3), "synthetic:7.2/0"
+    scheme.fail.add(bad)
+    gate = scheme.gates[bad] = asyncio.Event()
+
+    async def open_gate_when_the_others_are_in() -> None:
+        for _ in range(1000):
+            if len(scheme.settled) == len(good):
+                gate.set()
+                return
+            await asyncio.sleep(0.01)
+
+    opener = asyncio.ensure_future(open_gate_when_the_others_are_in())
+    report = await run(tmp_path, [*good, bad], scheme, registered=False)
+    await opener
+    assert scheme.settled[-1] == bad
+    assert list(report.failures) == [bad] and report.held == ["7.2"]
+    assert [w.series for w in report.written] == ["7.1"]
+    assert np.load(tmp_path / "7.1.npy").shape == (3, 4, 4)
+    assert report.outcomes == dict.fromkeys(good, "loaded")
+
+
+async def test_a_successful_run_leaves_no_staging_area(tmp_path: Path) -> None:
+    scheme = Synthetic()
+    report = await run(tmp_path, ids("8.1", 3), scheme, registered=True)
+    assert report.ok and [w.series for w in report.written] == ["8.1"]
+    names = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.iterdir()))
+    assert names == ["8.1.json", "8.1.npy"]
+    # A run that finds everything complete does not leave one either.
+    again = await run(tmp_path, ids("8.1", 3), scheme, registered=True)
+    assert again.skipped == 3 and not (tmp_path / ".staging").exists()
+
+
+def test_remove_empty_staging_keeps_staged_frames(tmp_path: Path) -> None:
+    writer = SeriesWriter(tmp_path)
+    image = Image.from_array("x:1", np.zeros((2, 2), np.uint8))
+    writer.stage(image, {"generalSeriesModule": GeneralSeriesModule(series_instance_uid="9.1")})
+    (writer.staging / "9.2").mkdir()  # left empty (say, a stage that failed)
+    assert writer.remove_empty_staging() is False
+    assert [p.name for p in writer.staging.iterdir()] == ["9.1"]
+    assert [f.image_id for f in writer.staged()] == ["x:1"]
+    writer.finalize("9.1")
+    assert writer.remove_empty_staging() is True and not writer.staging.exists()
+    assert list(writer.staged()) == [] and writer.remove_empty_staging() is True
 
 
 async def test_a_complete_series_is_never_overwritten_with_other_frames(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TextIO
 
-from .output import PrefetchReport
+from ..output import PrefetchReport
 
 __all__ = ["ProgressBar", "format_duration"]
 

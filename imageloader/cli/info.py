@@ -6,17 +6,23 @@ import json
 import sys
 from typing import Any
 
-from .errors import ImageLoaderError
-from .loader import ImageLoader
-from .metadata import module_to_json
-from .output import describe_error, image_fields
+from ..errors import ImageLoaderError
+from ..loader import ImageLoader
+from ..metadata import module_to_json
+from ..output import describe_error, image_fields
 
 __all__ = ["add_info_parser", "run_info"]
 
 
-def add_info_parser(sub: Any) -> None:
+def add_info_parser(sub: Any, **common: Any) -> None:
     """The ``info`` subcommand's arguments."""
-    p = sub.add_parser("info", help="print an image's metadata modules and fields as JSON")
+    p = sub.add_parser(
+        "info",
+        help="print an image's metadata modules and fields as JSON",
+        description="Load one image and print its Image fields and metadata modules as\n"
+        "JSON on stdout; an error goes to stderr.",
+        **common,
+    )
     p.add_argument("image_id", metavar="IMAGE_ID", help="e.g. dicomfile:/data/ct.dcm")
     p.add_argument("--compact", action="store_true", help="one line of JSON")
 

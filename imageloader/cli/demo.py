@@ -1,33 +1,22 @@
-"""The ``imageloader`` command: ``demo``, ``prefetch`` and ``info``.
+"""``imageloader demo``: pydicom's sample images through the whole pipeline, and a montage.
 
-``imageloader demo`` is the embedded default: with no server it loads the sample
-images that ship with pydicom through the whole pipeline (scheme dispatch, decode
-pool, cache), prints what it loaded and writes a montage PNG.
-
-``imageloader prefetch`` loads a DICOMweb study or series, or a file of imageIds, at
-PREFETCH priority, with a progress bar, optionally writing one ``.npy`` volume and a
-JSON manifest per series (``--output``), on this machine or a Dask cluster
-(``--dask-scheduler``); see :mod:`imageloader._cli_prefetch`.
-
-``imageloader info IMAGE_ID`` prints an image's metadata modules and fields as JSON.
+With no server, it loads the sample files that ship with pydicom (scheme dispatch,
+decode pool, cache), prints a table of what it loaded and writes a montage PNG.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from ._cli_info import add_info_parser, run_info
-from ._cli_prefetch import add_prefetch_parser, run_prefetch
-from .errors import ImageLoaderError
-from .image import Image
-from .loader import ImageLoader
+from ..errors import ImageLoaderError
+from ..image import Image
+from ..loader import ImageLoader
 
-__all__ = ["main"]
+__all__ = ["DEMO_FILES", "add_demo_parser", "demo_image_ids", "run_demo"]
 
 # One per transfer syntax and colour model, all inside pydicom's wheel (no download).
 DEMO_FILES = [
@@ -45,6 +34,20 @@ DEMO_FILES = [
     ("rtdose.dcm", 15),
     ("examples_ybr_color.dcm", 30),
 ]
+
+
+def add_demo_parser(sub: Any, **common: Any) -> None:
+    """The ``demo`` subcommand's arguments."""
+    p = sub.add_parser(
+        "demo",
+        help="load pydicom's sample images and write a montage",
+        description="Load the sample images that ship with pydicom through the whole\n"
+        "pipeline (no server needed), print what was loaded and write a montage PNG.",
+        **common,
+    )
+    p.add_argument("--output", type=Path, default=Path("demo-output/montage.png"),
+                   metavar="PNG", help="where the montage goes (default: %(default)s)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="decode processes")
 
 
 def demo_image_ids() -> list[str]:
@@ -67,7 +70,7 @@ def demo_image_ids() -> list[str]:
 def _syntax_name(uid: str | None) -> str:
     if uid is None:
         return "-"
-    from .decode.syntaxes import SYNTAXES
+    from ..decode.syntaxes import SYNTAXES
 
     known = SYNTAXES.get(uid)
     return known.name if known is not None else uid
@@ -85,7 +88,7 @@ def _row(image: Image) -> str:
 
 async def run_demo(output: Path, workers: int | None) -> int:
     """Load the sample images, print a table, write the montage; returns the exit code."""
-    from .render import encode_png, montage, to_display
+    from ..render import encode_png, montage, to_display
 
     ids = demo_image_ids()
     if not ids:
@@ -129,30 +132,3 @@ async def run_demo(output: Path, workers: int | None) -> int:
         await asyncio.to_thread(write)
         print(f"montage: {output}")
     return 1 if failures else 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imageloader", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="load pydicom's sample images and write a montage")
-    demo.add_argument("--output", type=Path, default=Path("demo-output/montage.png"))
-    demo.add_argument("--workers", type=int, default=None, help="decode processes")
-    add_prefetch_parser(sub)
-    add_info_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``imageloader`` console script."""
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        return asyncio.run(run_demo(args.output, args.workers))
-    if args.command == "prefetch":
-        return asyncio.run(run_prefetch(args))
-    if args.command == "info":
-        return asyncio.run(run_info(args.image_id, compact=args.compact))
-    return 2  # pragma: no cover - argparse rejects unknown commands
-
-
-if __name__ == "__main__":
-    sys.exit(main())

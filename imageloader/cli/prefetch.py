@@ -4,8 +4,12 @@ The first Ctrl-C (SIGINT, or SIGTERM) stops the run cleanly: loads in flight are
 cancelled, a series being written is finished, the loader closes (its decode
 processes exit), the summary is printed and the exit code is 130. Further Ctrl-Cs
 while it stops are ignored, so cleanup is never cut short. Exit codes: 0 all
-loaded, 1 some image failed, 2 the imageIds could not be listed (or the Dask
-scheduler reached), 130 interrupted.
+loaded, 1 some image failed (or the ``--report`` file could not be written), 2 a
+usage error or nothing to do (no imageIds, imageIds that cannot be listed, a Dask
+scheduler that cannot be reached), 130 interrupted.
+
+Progress and the summary go to stdout; each failed image gets one line on stderr
+(:mod:`.report`), and ``--report FILE`` writes every image's outcome as JSON.
 """
 
 from __future__ import annotations
@@ -16,33 +20,64 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._cli_progress import ProgressBar, format_duration
-from .errors import ImageLoaderError
-from .loader import ImageLoader
-from .output import PrefetchJob, PrefetchReport, describe_error, series_key
-from .request_pool import DEFAULT_CAPACITY
+from ..errors import ImageLoaderError
+from ..loader import ImageLoader
+from ..output import (
+    PrefetchJob,
+    PrefetchReport,
+    SeriesWriter,
+    describe_error,
+    plan_resume,
+    series_key,
+)
+from ..request_pool import DEFAULT_CAPACITY
+from .progress import ProgressBar, format_duration
+from .report import failure_lines, report_document, write_report
 
 if TYPE_CHECKING:
-    from .http import HttpOptions
+    from ..http import HttpOptions
 
-__all__ = ["add_prefetch_parser", "run_prefetch"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "add_prefetch_parser",
+    "run_prefetch",
+]
 
 T = TypeVar("T")
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-_SHOWN_FAILURES = 20
+
+DESCRIPTION = """\
+Load every image of a DICOMweb study or series, or of a file of imageIds, at
+PREFETCH priority with a progress display, continuing past failures; optionally
+write one .npy volume and a JSON manifest per series (--output). A rerun skips
+what is complete on disk and resumes what an interrupted run staged.
+
+Each failed image gets one line on stderr ("FAILED imageId: ErrorType: reason");
+--report FILE writes every image's outcome (ok, failed, skipped, pending), the
+totals and the elapsed time as JSON. The first Ctrl-C stops cleanly: loads in
+flight are cancelled, series being written are finished, the summary is printed.
+"""
 
 
-def add_prefetch_parser(sub: Any) -> None:
+def add_prefetch_parser(sub: Any, **common: Any) -> None:
     """The ``prefetch`` subcommand's arguments."""
     p = sub.add_parser(
         "prefetch",
         help="load a study, series or list of imageIds (optionally writing .npy volumes)",
-        description="Load everything at PREFETCH priority, continue past failures, print "
-        "a summary; exit 1 if any image failed, 130 when interrupted.",
+        description=DESCRIPTION,
+        **common,
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dicomweb", metavar="URL", help="DICOMweb root (with --study)")
@@ -50,6 +85,8 @@ def add_prefetch_parser(sub: Any) -> None:
     p.add_argument("--study", metavar="UID", help="StudyInstanceUID (with --dicomweb)")
     p.add_argument("--series", metavar="UID", help="only this SeriesInstanceUID")
     p.add_argument("--output", type=Path, metavar="DIR", help="write .npy volumes and JSON here")
+    p.add_argument("--report", type=Path, metavar="FILE",
+                   help="write every image's outcome, totals and elapsed time as JSON")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=16, metavar="N", help="requests at once")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decode processes")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="basic auth for --dicomweb "
@@ -60,7 +97,7 @@ def add_prefetch_parser(sub: Any) -> None:
 
 
 def _http_options(args: argparse.Namespace) -> HttpOptions | None:
-    from .http import HttpOptions
+    from ..http import HttpOptions
 
     auth = args.auth or os.environ.get("IMAGELOADER_AUTH")
     if not (auth and args.dicomweb):
@@ -83,8 +120,9 @@ def _loader(args: argparse.Namespace) -> ImageLoader:
 async def _image_ids(loader: ImageLoader, args: argparse.Namespace) -> list[str]:
     if args.ids is not None:
         text = await asyncio.to_thread(args.ids.read_text)
-        return [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
-    from .dicomweb import image_ids_for_series, image_ids_for_study
+        lines = (s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#"))
+        return list(dict.fromkeys(lines))  # once each, in order
+    from ..dicomweb import image_ids_for_series, image_ids_for_study
 
     if args.series:
         return await image_ids_for_series(loader, args.dicomweb, args.study, args.series)
@@ -133,11 +171,15 @@ async def _run_dask(
 ) -> PrefetchReport:
     from distributed import Client
 
-    from .integrations.dask import prefetch_many
+    from ..integrations.dask import prefetch_many
 
     series = ("generalSeriesModule",)
     known = {i: series_key(m) for i in ids if (m := loader.metadata.modules(i, series))}
     stop = threading.Event()
+    before = None
+    if args.report is not None and args.output is not None:
+        # What is on disk already, for the report (prefetch_many reads the same).
+        before = await asyncio.to_thread(plan_resume, SeriesWriter(args.output), ids, {})
 
     def run() -> PrefetchReport:
         with Client(args.dask_scheduler, timeout=10) as client:  # type: ignore[no-untyped-call]
@@ -153,10 +195,23 @@ async def _run_dask(
             )
 
     # The client is synchronous: it runs on a thread, and a signal sets `stop`.
-    return await _until_signalled(lambda: asyncio.to_thread(run), stop.set)
+    report = await _until_signalled(lambda: asyncio.to_thread(run), stop.set)
+    # prefetch_many names the images loaded (image_series) but not the others.
+    report.outcomes.update(dict.fromkeys(report.image_series, "loaded"))
+    if before is not None:
+        to_load, resumed = set(before.to_load), set(before.resumed)
+        for image_id in ids:
+            if image_id in resumed:
+                report.outcomes[image_id] = "resumed"
+            elif image_id not in to_load:
+                report.outcomes[image_id] = "skipped"
+    if args.output is not None and not report.interrupted:
+        # After an interrupt a worker may still be staging a frame: leave it then.
+        await asyncio.to_thread(SeriesWriter(args.output).remove_empty_staging)
+    return report
 
 
-def _summary(report: PrefetchReport, output: Path | None) -> str:
+def _summary(report: PrefetchReport, output: Path | None, report_file: Path | None) -> str:
     lines = [
         f"{'interrupted' if report.interrupted else 'done'} in {format_duration(report.seconds)}:"
         f" {report.loaded} loaded, {len(report.failures)} failed, {report.skipped} skipped "
@@ -172,18 +227,61 @@ def _summary(report: PrefetchReport, output: Path | None) -> str:
         )
         if report.held:
             lines.append(f"held back (a frame failed; rerun to resume): {', '.join(report.held)}")
-    for image_id, reason in list(report.failures.items())[:_SHOWN_FAILURES]:
-        lines.append(f"FAILED {image_id}: {reason}")
-    if len(report.failures) > _SHOWN_FAILURES:
-        lines.append(f"... and {len(report.failures) - _SHOWN_FAILURES} more failures")
+    if report_file is not None:
+        lines.append(f"report: {report_file}")
     return "\n".join(lines)
+
+
+def _report_problem(path: Path) -> str | None:
+    """Why ``--report`` cannot be written there (checked before hours of work), or None."""
+    if path.is_dir():
+        return f"--report {path} is a directory"
+    if not path.parent.is_dir():
+        return f"--report {path}: no directory {path.parent}"
+    if not os.access(path.parent, os.W_OK):
+        return f"--report {path}: cannot write in {path.parent}"
+    return None
 
 
 async def run_prefetch(args: argparse.Namespace) -> int:
     """The ``prefetch`` command; returns the exit code."""
     if args.dicomweb and not args.study:
         print("imageloader prefetch: --dicomweb needs --study", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    problem = args.report and await asyncio.to_thread(_report_problem, args.report)
+    if problem:
+        print(f"imageloader prefetch: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.monotonic()
+
+    async def finish(
+        code: int,
+        report: PrefetchReport | None = None,
+        ids: Sequence[str] = (),
+        error: str | None = None,
+    ) -> int:
+        """Write the ``--report`` file (if asked for); returns the exit code."""
+        if args.report is None:
+            return code
+        document = report_document(
+            report,
+            ids,
+            exit_code=code,
+            started_at=started_at,
+            elapsed=time.monotonic() - started,
+            source={k: getattr(args, k) for k in ("dicomweb", "study", "series")}
+            | {"ids": str(args.ids) if args.ids is not None else None},
+            output=str(args.output) if args.output is not None else None,
+            error=error,
+        )
+        try:
+            await asyncio.to_thread(write_report, args.report, document)
+        except OSError as exc:
+            print(f"imageloader prefetch: cannot write the report: {exc}", file=sys.stderr)
+            return code or EXIT_FAILED
+        return code
+
     if args.dask_scheduler and args.output is None:
         print("note: without --output, a Dask prefetch only checks that images load")
     bar = ProgressBar(interval=args.progress_interval)
@@ -195,21 +293,27 @@ async def run_prefetch(args: argparse.Namespace) -> int:
             if not listing.cancelled():
                 raise
             print("interrupted while listing the imageIds", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return await finish(EXIT_INTERRUPTED, error="interrupted while listing the imageIds")
         except (ImageLoaderError, OSError) as exc:
-            print(f"imageloader prefetch: cannot list imageIds: {describe_error(exc)}",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+            message = f"cannot list imageIds: {describe_error(exc)}"
+            print(f"imageloader prefetch: {message}", file=sys.stderr)
+            return await finish(EXIT_USAGE, error=message)
+        if not ids:
+            print("imageloader prefetch: no imageIds to load", file=sys.stderr)
+            return await finish(EXIT_USAGE, error="no imageIds to load")
         print(f"prefetching {len(ids)} images" + (f" into {args.output}" if args.output else ""))
         run = _run_dask if args.dask_scheduler else _run_local
         try:
             report = await run(loader, ids, args, bar)
         except (OSError, TimeoutError) as exc:  # the Dask scheduler cannot be reached
             print(f"imageloader prefetch: {describe_error(exc)}", file=sys.stderr)
-            return 2
+            return await finish(EXIT_USAGE, error=describe_error(exc))
     # The loader is closed here: its decode processes have exited.
     bar.finish(report)
-    print(_summary(report, args.output), flush=True)
-    if report.interrupted:
-        return EXIT_INTERRUPTED
-    return 0 if report.ok else 1
+    lines = failure_lines(report)
+    if lines:
+        sys.stdout.flush()  # the progress first, when both streams are one terminal
+        print("\n".join(lines), file=sys.stderr, flush=True)
+    print(_summary(report, args.output, args.report), flush=True)
+    code = EXIT_INTERRUPTED if report.interrupted else EXIT_OK if report.ok else EXIT_FAILED
+    return await finish(code, report, ids)
