@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import logging
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageLoader", "LoadContext", "LoadOptions"]
 
+logger = logging.getLogger("imageloader")
+
 DEFAULT_CACHE_SIZE = 1 << 30  # Cornerstone's default: 1 GiB
 #: After an interactive load, background decodes stay out of the workers' queues this
 #: long: the next interactive load of a burst (a user scrolling) is likely coming.
@@ -59,15 +62,13 @@ class _State(enum.Enum):
 class _Flight:
     """One running load and the callers awaiting it."""
 
-    __slots__ = ("cache", "cache_error", "cancelled_by_user", "ctx", "task", "waiters")
+    __slots__ = ("cache", "ctx", "task", "waiters")
 
     def __init__(self, ctx: LoadContext) -> None:
         self.ctx = ctx
         self.task: asyncio.Task[Image] | None = None
         self.waiters = 0
         self.cache = False
-        self.cache_error: CacheFullError | None = None
-        self.cancelled_by_user = False
 
 
 class ImageLoader:
@@ -477,7 +478,6 @@ class ImageLoader:
         found = False
         for (flight_id, _), flight in list(self._inflight.items()):
             if flight_id == image_id and flight.task is not None and not flight.task.done():
-                flight.cancelled_by_user = True
                 flight.task.cancel()
                 found = True
         return found
@@ -555,8 +555,6 @@ class ImageLoader:
             flight.waiters -= 1
             if flight.waiters == 0 and not task.done():
                 task.cancel()  # nobody awaits it any more
-        if cache and flight.cache_error is not None:
-            raise flight.cache_error
         return image
 
     def _settled(
@@ -597,8 +595,9 @@ class ImageLoader:
             except asyncio.CancelledError:
                 raise
             except ImageLoaderError as exc:
-                if exc.image_id is None:
-                    # Raised where the imageId is unknown (e.g. the decode pool): name it.
+                if exc.image_id != image_id:
+                    # Raised where the imageId is unknown (the decode pool), or for the
+                    # load that shared its fetch (frames of one object): name this one.
                     raise exc.for_image(image_id) from exc.__cause__
                 raise
             except Exception as exc:
@@ -610,7 +609,9 @@ class ImageLoader:
                 try:
                     self.cache.put_image(image)
                 except CacheFullError as exc:
-                    flight.cache_error = exc
+                    # The load succeeded: return the image uncached rather than fail it.
+                    logger.warning("%s; returned uncached", exc)
+                    self.events.emit(ev.IMAGE_CACHE_FULL, image_id, image=image, error=exc)
             self.events.emit(ev.IMAGE_LOADED, image_id, image=image)
             return image
         except ImageLoaderError as exc:

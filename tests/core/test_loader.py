@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import warnings
 from collections.abc import AsyncIterator
 
@@ -289,15 +290,21 @@ async def test_events_on_load_and_cache(loader: ImageLoader) -> None:
     ]
 
 
-async def test_image_larger_than_cache(loader: ImageLoader) -> None:
+async def test_image_larger_than_cache_is_returned_uncached(
+    loader: ImageLoader, caplog: pytest.LogCaptureFixture
+) -> None:
     loader.cache.set_max_size_bytes(16)
     loader.register_image_loader("t", CountingLoader(size=8))
+    full: list[ev.Event] = []
+    loader.events.on(ev.IMAGE_CACHE_FULL, full.append)
     plain = asyncio.create_task(loader.load_image("t:1"))
     cached = asyncio.create_task(loader.load_and_cache_image("t:1"))
-    with pytest.raises(CacheFullError):
-        await cached
-    assert (await plain).image_id == "t:1"  # the caller that did not ask to cache succeeds
+    with caplog.at_level(logging.WARNING, logger="imageloader"):
+        image = await cached  # the load succeeded: no error after it
+    assert image.image_id == "t:1" and await plain is image
     assert len(loader.cache) == 0 and loader.cache.size_bytes == 0
+    assert [(e.image_id, type(e.detail["error"])) for e in full] == [("t:1", CacheFullError)]
+    assert "returned uncached" in caplog.text and "t:1" in caplog.text
 
 
 async def test_non_default_options_bypass_the_cache(loader: ImageLoader) -> None:

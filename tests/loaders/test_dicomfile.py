@@ -155,6 +155,19 @@ async def test_the_file_is_parsed_once_for_all_its_frames(loader: ImageLoader) -
     assert len(objects) == 0
 
 
+async def test_frames_sharing_one_failed_read_each_name_their_own_image_id(
+    loader: ImageLoader, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.dcm"
+    ids = [f"dicomfile:{missing}?frame={n}" for n in (1, 2, 3)]
+    results = await loader.load_and_cache_images(ids, return_exceptions=True)
+    assert [type(r) for r in results] == [NotFoundError] * 3
+    assert [r.image_id for r in results] == ids  # type: ignore[union-attr]
+    assert [str(r).endswith(f"[imageId: {i}]") for r, i in zip(results, ids, strict=True)] == [
+        True
+    ] * 3
+
+
 async def test_errors_name_the_image_id(loader: ImageLoader, tmp_path: Path) -> None:
     from pydicom.data import get_testdata_file
 
