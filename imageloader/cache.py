@@ -129,14 +129,21 @@ class ImageCache:
             self.remove_volume(volume_id)
 
     def _evict_until(self, incoming: int) -> None:
-        if self.size_bytes + incoming <= self._max:
+        excess = self.size_bytes + incoming - self._max
+        if excess <= 0:
             return
-        # Views into a volume (size 0) free nothing; they go with their volume.
-        for image_id, (_, size) in list(self._images.items()):
+        # Least recently used first, and only as many as needed: the cache may hold
+        # hundreds of thousands of thumbnails. Views into a volume (size 0) free
+        # nothing; they go with their volume.
+        victims = []
+        for image_id, (_, size) in self._images.items():
             if size:
-                self.remove(image_id)
-                if self.size_bytes + incoming <= self._max:
-                    return
+                victims.append(image_id)
+                excess -= size
+                if excess <= 0:
+                    break
+        for image_id in victims:
+            self.remove(image_id)
 
     # -- volumes -------------------------------------------------------------------
     def put_volume(self, volume: CachedVolume) -> None:

@@ -29,3 +29,5 @@ class Limits:
     dataset_cache_entries: int = 16
     #: Bytes of parsed Part 10 objects kept (the larger of the two limits is not exceeded).
     dataset_cache_bytes: int = 512 << 20
+    #: Bytes of metadata modules kept by imageId (an LRU; ~3 KB per image, so ~20,000).
+    max_metadata_bytes: int = 64 << 20

@@ -103,7 +103,10 @@ class ImageLoader:
     ) -> None:
         self.events = ev.EventBus()
         self.cache = ImageCache(max_cache_size_bytes, self.events)
-        self.metadata = MetadataRegistry()
+        from .limits import Limits
+
+        self._limits = limits = limits if limits is not None else Limits()
+        self.metadata = MetadataRegistry(max_store_bytes=limits.max_metadata_bytes)
         self.registry = LoaderRegistry()
         self.request_pool = RequestPool(
             request_limits, capacity=max_concurrent_requests, starvation_seconds=starvation_seconds
@@ -113,7 +116,6 @@ class ImageLoader:
         self.decode_timeout = decode_timeout
         self._session = session
         self._http_options = http
-        self._limits = limits
         self._access = access
         self._decode_pool: DecodePool | None = None
         self._http: HttpClient | None = None
@@ -247,11 +249,7 @@ class ImageLoader:
 
     @property
     def limits(self) -> Limits:
-        """Limits against hostile input (response bytes, pixels, frames)."""
-        if self._limits is None:
-            from .limits import Limits
-
-            self._limits = Limits()
+        """Limits against hostile input (response bytes, pixels, frames) and on held state."""
         return self._limits
 
     @property

@@ -10,8 +10,10 @@ The module types carry Cornerstone's module names and fields in snake_case.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -206,28 +208,111 @@ def module_to_json(module: Any) -> Any:
     return module
 
 
-class MetadataStore:
-    """Modules by imageId, filled by loaders; a provider like any other."""
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
-    def __init__(self) -> None:
-        self._modules: dict[str, dict[str, Any]] = {}
+
+def _footprint(module: Any) -> int:
+    """Approximate bytes held by one metadata module (cheap: it runs once per frame).
+
+    A module is a small dataclass of numbers, strings and tuples, or a dict of them;
+    arrays (palette lookup tables) count at their size.
+    """
+    if isinstance(module, Mapping):
+        values: Iterable[Any] = module.values()
+    else:
+        cls = type(module)
+        names = _FIELDS.get(cls)
+        if names is None:
+            fields = dataclasses.fields(module) if dataclasses.is_dataclass(module) else ()
+            names = _FIELDS[cls] = tuple(f.name for f in fields)
+        values = [getattr(module, name) for name in names]
+    size = sys.getsizeof(module)
+    for value in values:
+        if isinstance(value, np.ndarray):
+            size += 112 + value.nbytes
+        elif isinstance(value, (str, bytes)):
+            size += 49 + len(value)
+        elif isinstance(value, (tuple, list)):
+            size += 56 + 40 * len(value)
+        elif value is not None:
+            size += 32
+    return size
+
+
+class MetadataStore:
+    """Modules by imageId, filled by loaders; a provider like any other.
+
+    Bounded: an LRU of at most ``max_bytes`` (approximate: the modules' objects and
+    arrays; a module shared by several imageIds, like a series' modules, counts once
+    per :meth:`add_many` call). Loading an image touches its entry; the least
+    recently used entries are forgotten first, so a service that loads millions of
+    distinct images holds a constant amount. A forgotten entry comes back when its
+    image is loaded again.
+    """
+
+    #: Bytes of one entry's dict and key, on top of its modules.
+    ENTRY_OVERHEAD = 400
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._modules: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self.size_bytes = 0
 
     def add(self, image_id: str, modules: Mapping[str, Any]) -> None:
         """Register (or update) modules for an imageId."""
-        self._modules.setdefault(image_id, {}).update(modules)
+        self._add(image_id, modules, {})
+        self._trim()
 
     def add_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """Register modules for many imageIds."""
+        seen: dict[int, int] = {}
         for image_id, modules in items:
-            self.add(image_id, modules)
+            self._add(image_id, modules, seen)
+        self._trim()
+
+    def _add(self, image_id: str, modules: Mapping[str, Any], seen: dict[int, int]) -> None:
+        entry = self._modules.get(image_id)
+        if entry is None:
+            entry = self._modules[image_id] = {}
+            self._sizes[image_id] = self.ENTRY_OVERHEAD + sys.getsizeof(image_id)
+            self.size_bytes += self._sizes[image_id]
+        else:
+            self._modules.move_to_end(image_id)
+        added = 0
+        for name, module in modules.items():
+            if entry.get(name) is not module:
+                key = id(module)
+                if key not in seen:
+                    seen[key] = _footprint(module)
+                    added += seen[key]
+        entry.update(modules)
+        self._sizes[image_id] += added
+        self.size_bytes += added
+
+    def _trim(self) -> None:
+        # The newest entry stays even when it alone is over the bound.
+        while self.size_bytes > self.max_bytes and len(self._modules) > 1:
+            self.remove(next(iter(self._modules)))
 
     def remove(self, image_id: str) -> None:
         """Forget an imageId's modules."""
-        self._modules.pop(image_id, None)
+        if self._modules.pop(image_id, None) is not None:
+            self.size_bytes -= self._sizes.pop(image_id)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._modules.clear()
+        self._sizes.clear()
+        self.size_bytes = 0
 
     def modules(self, image_id: str) -> dict[str, Any]:
-        """Every module stored for an imageId (a copy)."""
-        return dict(self._modules.get(image_id, {}))
+        """Every module stored for an imageId (a copy); marks it recently used."""
+        entry = self._modules.get(image_id)
+        if entry is None:
+            return {}
+        self._modules.move_to_end(image_id)
+        return dict(entry)
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self._modules
@@ -243,10 +328,10 @@ class MetadataStore:
 class MetadataRegistry:
     """Providers in priority order (higher first; ties in the order added)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_store_bytes: int = 64 << 20) -> None:
         self._order = itertools.count()
         self._providers: list[tuple[float, int, MetadataProvider]] = []
-        self.store = MetadataStore()
+        self.store = MetadataStore(max_store_bytes)
         self.add_provider(self.store, priority=STORE_PRIORITY)
 
     def add_provider(self, provider: MetadataProvider, priority: float = 0) -> None:
