@@ -12,6 +12,11 @@
 - Every URL, the first and each redirect, passes the loader's access policy (SSRF).
 - Bodies are read with a ceiling (``Limits.max_response_bytes``), checked against
   ``Content-Length`` before reading and while streaming otherwise.
+- Every response has a deadline: ``read_timeout`` of silence, and ``total_timeout``
+  for the whole request and body (120 s by default), so a server that drips a byte
+  every few seconds cannot hold a load, or a connection, for ever.
+- No cookies are kept unless ``HttpOptions(cookies=True)``; then each origin (scheme,
+  host and port) has its own jar, and a cookie never goes to another origin.
 - Errors are ours (``FetchError``, ``NotFoundError``, ``LoadTimeoutError``, ...),
   and never carry credentials: userinfo is stripped from the URLs they name.
 """
@@ -33,6 +38,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from .errors import (
     FetchError,
@@ -68,8 +74,13 @@ class HttpOptions:
     connect_timeout: float = 10.0
     #: Seconds of silence allowed while reading a response (a slow drip fails here).
     read_timeout: float = 30.0
-    #: Seconds for a whole request including its body (None: no overall bound).
-    total_timeout: float | None = None
+    #: Seconds for a whole request including its body (a redirect hop starts anew); a
+    #: slow drip ends here. Raise it for objects that take longer on your links; None
+    #: removes the bound.
+    total_timeout: float | None = 120.0
+    #: Keep cookies the servers set, in one jar per origin (off: none are stored, so
+    #: nothing one load's server set reaches another load).
+    cookies: bool = False
     #: Open connections in all, and to one host.
     limit: int = 100
     limit_per_host: int = 16
@@ -164,6 +175,7 @@ class HttpClient:
             origin(url): _basic_auth(user, password)
             for url, (user, password) in self.options.auth.items()
         }
+        self._jars: dict[str, aiohttp.CookieJar] = {}
         self.requests = 0
         self.retries = 0
         self.bytes_received = 0
@@ -185,6 +197,7 @@ class HttpClient:
                 headers={"User-Agent": opts.user_agent, **opts.headers},
                 read_bufsize=1 << 20,
                 trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # cookies, if wanted, per origin here
             )
         return self._session
 
@@ -278,9 +291,14 @@ class HttpClient:
                 for name in list(send):
                     if name.lower() in _CREDENTIAL_HEADERS:
                         del send[name]
+            jar = self._jar(current)
+            if jar is not None and (cookies := jar.filter_cookies(URL(current))):
+                send["Cookie"] = "; ".join(f"{k}={m.value}" for k, m in cookies.items())
             self.requests += 1
             resp = await session.get(current, headers=send, allow_redirects=False)
             try:
+                if jar is not None:
+                    jar.update_cookies(resp.cookies, resp.url)
                 location = resp.headers.get("Location")
                 if resp.status in REDIRECT_STATUSES and location:
                     current = urljoin(str(resp.url), location)
@@ -291,6 +309,16 @@ class HttpClient:
             finally:
                 resp.release()
         raise FetchError("too many redirects", image_id=image_id, url=redact_url(url))
+
+    def _jar(self, url: str) -> aiohttp.CookieJar | None:
+        """The cookie jar of ``url``'s origin (None when cookies are off)."""
+        if not self.options.cookies:
+            return None
+        key = origin(url)
+        jar = self._jars.get(key)
+        if jar is None:
+            jar = self._jars[key] = aiohttp.CookieJar(unsafe=True)
+        return jar
 
     async def _hook_headers(self, url: str, image_id: str | None) -> Mapping[str, str]:
         hook = self.options.request_hook

@@ -3,13 +3,16 @@
 By default everything is allowed (a script loading its own data). A service sets
 allow-lists: schemes, HTTP hosts, and file roots that ``dicomfile:`` and ``nifti:``
 paths must resolve into (after following symlinks, so neither ``..`` nor a symlink
-escapes). A refused imageId raises :class:`~imageloader.errors.AccessDeniedError`
-before any request is made or file opened.
+escapes). Once a policy restricts anything, local files are refused unless ``roots``
+names them; devices, FIFOs and other non-regular files are refused under any policy.
+A refused imageId raises :class:`~imageloader.errors.AccessDeniedError` before any
+request is made or file opened.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,10 @@ from urllib.parse import urlsplit
 from .errors import AccessDeniedError
 from .imageid import split_scheme
 
-__all__ = ["AccessPolicy"]
+__all__ = ["MAX_PATH_CHARS", "AccessPolicy"]
+
+#: Longest local path accepted (Linux's PATH_MAX).
+MAX_PATH_CHARS = 4096
 
 
 def _norm_host(host: str) -> str:
@@ -84,15 +90,36 @@ class AccessPolicy:
     def resolve_path(self, path: str | os.PathLike[str], *, image_id: str | None = None) -> Path:
         """The real path of a local file, refused unless inside an allowed root.
 
+        A policy that restricts anything but names no roots allows no local file
+        (deny by default). Devices, FIFOs, sockets and directories are refused under
+        every policy: ``/dev/zero`` has no size to check and never ends. A path that
+        does not exist passes (its reader says it is not found).
+
         Blocking (it follows symlinks on disk): call it from a worker thread.
         """
         raw = os.fspath(path)
         if "\x00" in raw:
             raise AccessDeniedError("path contains a NUL byte", image_id=image_id)
+        if len(raw) > MAX_PATH_CHARS:
+            # No file has such a path (PATH_MAX), and resolving one costs time
+            # quadratic in its components.
+            raise AccessDeniedError(
+                f"path is longer than {MAX_PATH_CHARS} characters", image_id=image_id
+            )
+        if self.roots is None and self.restricted:
+            raise AccessDeniedError(
+                "local files are not allowed: the access policy names no roots",
+                image_id=image_id,
+            )
         real = Path(os.path.realpath(raw))
-        if self.roots is None:
-            return real
-        for root in self.roots:
-            if real == root or real.is_relative_to(root):
-                return real
-        raise AccessDeniedError("path is outside the allowed roots", image_id=image_id)
+        if self.roots is not None and not any(
+            real == root or real.is_relative_to(root) for root in self.roots
+        ):
+            raise AccessDeniedError("path is outside the allowed roots", image_id=image_id)
+        try:
+            mode = real.stat().st_mode
+        except OSError:
+            return real  # missing or unreadable: the reader raises the typed error
+        if not stat.S_ISREG(mode):
+            raise AccessDeniedError("not a regular file", image_id=image_id)
+        return real

@@ -91,6 +91,17 @@ def build_app(state: FaultServer) -> web.Application:
         await resp.write(b"z" * 99)
         return resp
 
+    @routes.get("/drip")
+    async def drip(request: web.Request) -> web.StreamResponse:
+        # A drip that never goes silent for long: one byte every ``every`` seconds.
+        count = int(request.query.get("bytes", "100"))
+        resp = web.StreamResponse(headers={"Content-Length": str(count)})
+        await resp.prepare(request)
+        for _ in range(count):
+            await resp.write(b"d")
+            await asyncio.sleep(float(request.query.get("every", "0.2")))
+        return resp
+
     @routes.get("/chunked")
     async def chunked(request: web.Request) -> web.StreamResponse:
         total = int(request.query.get("size", "1000"))
@@ -118,6 +129,20 @@ def build_app(state: FaultServer) -> web.Application:
     @routes.get("/redirect")
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["to"])
+
+    @routes.get("/set-cookie")
+    async def set_cookie(request: web.Request) -> web.Response:
+        response = web.Response(text="set")
+        response.set_cookie("session", request.query.get("value", "secret"))
+        to = request.query.get("to")
+        if to is not None:
+            response.set_status(302)
+            response.headers["Location"] = to
+        return response
+
+    @routes.get("/echo-cookie")
+    async def echo_cookie(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers.get("Cookie", "<none>"))
 
     @routes.get("/echo-auth")
     async def echo_auth(request: web.Request) -> web.Response:

@@ -242,3 +242,55 @@ async def test_a_session_passed_in_stays_open() -> None:
         assert await client.session() is session
         await client.aclose()
         assert not session.closed
+
+
+def _by_name(server: FaultServer, path: str) -> str:
+    # By host name: cookie jars refuse cookies for IP addresses unless told otherwise.
+    return server.url(path).replace("127.0.0.1", "localhost")
+
+
+async def test_cookies_are_not_kept_by_default(server: FaultServer) -> None:
+    async with fault_server() as other:
+        client = HttpClient(FAST)
+        try:
+            # The redirect hop to another origin carries no cookie from the first...
+            hop = _by_name(server, "/set-cookie?to=" + _by_name(other, "/echo-cookie"))
+            assert (await client.get(hop)).body == b"<none>"
+            # ...and no later load, to either origin, gets it back.
+            assert (await client.get(_by_name(server, "/echo-cookie"))).body == b"<none>"
+            assert (await client.get(_by_name(other, "/echo-cookie"))).body == b"<none>"
+        finally:
+            await client.aclose()
+
+
+async def test_opted_in_cookies_stay_on_their_origin(server: FaultServer) -> None:
+    async with fault_server() as other:  # same host, another port: another origin
+        client = HttpClient(HttpOptions(cookies=True, retries=0))
+        try:
+            hop = _by_name(server, "/set-cookie?value=abc&to=" + _by_name(other, "/echo-cookie"))
+            assert (await client.get(hop)).body == b"<none>"
+            assert (await client.get(_by_name(server, "/echo-cookie"))).body == b"session=abc"
+            assert (await client.get(_by_name(other, "/echo-cookie"))).body == b"<none>"
+        finally:
+            await client.aclose()
+
+
+async def test_a_drip_that_never_goes_silent_long_enough_ends_at_the_total_deadline(
+    server: FaultServer,
+) -> None:
+    # One byte every 0.2 s never trips a 1 s read timeout; the total deadline ends it.
+    client = HttpClient(HttpOptions(retries=0, read_timeout=1.0, total_timeout=1.5))
+    started = time.monotonic()
+    try:
+        with pytest.raises(LoadTimeoutError) as info:
+            await client.get(server.url("/drip?every=0.2&bytes=100"), image_id="x:drip")
+    finally:
+        await client.aclose()
+    assert info.value.image_id == "x:drip"
+    assert 1.4 < time.monotonic() - started < 5
+
+
+def test_the_default_deadline_is_at_most_two_minutes() -> None:
+    options = HttpOptions()
+    assert options.total_timeout is not None and options.total_timeout <= 120
+    assert options.cookies is False
