@@ -19,6 +19,14 @@ window over that range. Every other mode (``P`` palette, ``LA``, ``PA``, ``RGBA`
 with ``use_rgba``. The EXIF orientation is applied (as browsers draw a JPEG);
 animated formats give their first frame.
 
+Decoding changes no process-wide state, so decodes may run on many threads at
+once: the pixel limit is checked against the header here, and Pillow's own
+decompression-bomb limit is raised once per process
+(:func:`~imageloader.decode.codecs.prepare_pillow`). Pillow's warnings (a damaged
+EXIF block, a malformed MPO ...) follow the process's warning filters: silencing
+them for one decode would change the filters of every thread. Where the filters
+make them errors, the decode fails with :class:`~imageloader.errors.DecodeError`.
+
 Metadata modules (pixel, plane with ``using_default_values``, series with modality
 ``SC``, VOI, modality LUT) are registered under the imageId once it loads.
 """
@@ -26,9 +34,6 @@ Metadata modules (pixel, plane with ``using_default_values``, series with modali
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
@@ -37,6 +42,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
+from .decode.codecs import prepare_pillow
 from .decode.image import create_image
 from .decode.params import DecodedFrame
 from .errors import DecodeError, ImageLoaderError, ImageTooLargeError, InvalidImageIdError
@@ -97,26 +103,13 @@ class WebPixels:
     decode_ms: float
 
 
-@contextmanager
-def _bomb_checks(max_pixels: int) -> Iterator[None]:
-    """Pillow's decompression-bomb check at our limit, as an error, not a warning.
-
-    Pillow warns over ``MAX_IMAGE_PIXELS`` and raises only over twice that; both
-    settings are process-wide, so they are set for the decode and put back after
-    (a decode worker runs one decode at a time). Pillow's other warnings (a
-    corrupt EXIF block, say) say nothing about the pixels and are silenced.
-    """
-    from PIL import Image as PILModule
-
-    saved = PILModule.MAX_IMAGE_PIXELS
-    PILModule.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", PILModule.DecompressionBombWarning)
-            yield
-    finally:
-        PILModule.MAX_IMAGE_PIXELS = saved
+def _check_size(size: tuple[int, int], max_pixels: int, image_id: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels",
+            image_id=image_id,
+        )
 
 
 def _pixels(image: PILImage, use_rgba: bool) -> tuple[npt.NDArray[Any], bool]:
@@ -152,21 +145,21 @@ def decode_web_image(
         from PIL import ImageOps
     except ImportError as exc:  # pragma: no cover - Pillow is in the web extra
         raise DecodeError("web images need Pillow: install imageloader[web]") from exc
+    prepare_pillow()
     try:
-        with _bomb_checks(max_frame_pixels), PILModule.open(BytesIO(data)) as opened:
+        with PILModule.open(BytesIO(data)) as opened:
             # open() has read the header alone: refuse a bomb before decoding it.
-            width, height = opened.size
-            if width * height > max_frame_pixels:
-                raise ImageTooLargeError(
-                    f"image of {width}x{height} pixels exceeds the limit of {max_frame_pixels}",
-                    image_id=image_id,
-                )
+            _check_size(opened.size, max_frame_pixels, image_id)
             source_format, source_mode = opened.format, opened.mode
             opened.load()
+            # ICO and ICNS take the size of the sub-image they load.
+            _check_size(opened.size, max_frame_pixels, image_id)
             pixels, color = _pixels(ImageOps.exif_transpose(opened), use_rgba)
     except ImageLoaderError:
         raise
     except (PILModule.DecompressionBombError, PILModule.DecompressionBombWarning) as exc:
+        # Pillow's own check (see prepare_pillow): over twice its limit, or over it
+        # where the process's warning filters make its warning an error.
         raise ImageTooLargeError(
             f"image over the limit of {max_frame_pixels} pixels ({exc})", image_id=image_id
         ) from exc

@@ -16,6 +16,7 @@ import functools
 import importlib.util
 import io
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,11 +31,13 @@ from .syntaxes import CodestreamInfo, Family, jpeg_is_ycbcr, markers_say_ycbcr
 
 __all__ = [
     "CONTROL_FLOW",
+    "PILLOW_MAX_IMAGE_PIXELS",
     "Codec",
     "CodecOutput",
     "CodecRegistry",
     "Unsuited",
     "default_registry",
+    "prepare_pillow",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -206,9 +209,39 @@ def _ic_jpeg8(data: Buffer, params: PixelParams, info: CodestreamInfo | None) ->
     return CodecOutput(pixels, params.photometric_interpretation, _precision(info))
 
 
+#: Pillow's decompression-bomb limit once :func:`prepare_pillow` has run: the default
+#: ``max_frame_pixels`` (:data:`imageloader.limits.Limits.max_frame_pixels`, 2**28).
+PILLOW_MAX_IMAGE_PIXELS = 1 << 28
+
+
+@functools.cache
+def prepare_pillow() -> None:
+    """Raise Pillow's decompression-bomb limit to ours, once per process.
+
+    Pillow checks every image it opens against ``PIL.Image.MAX_IMAGE_PIXELS``
+    (89 million pixels by default): it warns over the limit and raises over twice
+    it. Our decoders check each image's header against the caller's
+    ``max_frame_pixels`` themselves (2**28 by default) and raise
+    :class:`~imageloader.errors.ImageTooLargeError`, so Pillow's check must not fire
+    below that. The setting is process-wide, and changing it around each decode
+    races with decodes on other threads; so it is raised here, once, to
+    :data:`PILLOW_MAX_IMAGE_PIXELS` (left alone when already higher, or ``None``)
+    and never changed again. Pillow's own checks (including those of the
+    sub-images it sizes only while loading, in ICO and ICNS files) then stand at
+    that value; a loader given a larger ``max_frame_pixels`` should raise
+    ``PIL.Image.MAX_IMAGE_PIXELS`` (or set it to ``None``) itself.
+    """
+    from PIL import Image
+
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < PILLOW_MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = PILLOW_MAX_IMAGE_PIXELS
+
+
 def _pillow_jpeg(data: Buffer, params: PixelParams, info: CodestreamInfo | None) -> CodecOutput:
     from PIL import Image
 
+    prepare_pillow()
     if info is not None and info.precision != 8:
         raise Unsuited(f"8-bit JPEG only, not {info.precision}-bit")
     ycbcr = jpeg_is_ycbcr(info, params.photometric_interpretation, params.samples_per_pixel)
@@ -228,18 +261,62 @@ def _libjpeg(data: Buffer, params: PixelParams, info: CodestreamInfo | None) -> 
     return CodecOutput(pixels, pi, _precision(info))
 
 
-@contextlib.contextmanager
-def _unraisable_errors() -> Iterator[list[Any]]:
-    # imagecodecs' OpenJPH binding reports some corrupt codestreams from a Cython
-    # callback that cannot raise: Python prints "Exception ignored" and the decode
-    # returns junk. Collect those instead, so the codec fails like any other.
-    caught: list[Any] = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = caught.append
-    try:
-        yield caught
-    finally:
-        sys.unraisablehook = previous
+class _OpenJphErrors:
+    """Errors imagecodecs' OpenJPH binding cannot raise, seen through ``sys.unraisablehook``.
+
+    ``htj2k_decode`` copies the decoded lines out in a Cython function declared
+    ``noexcept``: when OpenJPH throws there (a corrupt code-block), the error cannot
+    propagate. Cython prints it, hands it to ``sys.unraisablehook``, and the decode
+    returns a half-filled array as if it had succeeded. Nothing in the codestream
+    tells beforehand, so the hook is the only witness.
+
+    This hook is installed once per process, the first time the codec runs, and
+    stays: swapping the hook around each decode is not thread-safe (decodes run on
+    several threads in daemonic processes, and interleaved swaps left the hook
+    pointing at a finished decode's list). The hook runs on the thread that raised:
+    while a thread decodes, what is raised on it goes to that decode; everything
+    else goes on to the hook it replaced.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._installed = False
+        #: The hook this one replaced: it gets every unraisable exception not collected.
+        self.previous: Callable[[sys.UnraisableHookArgs], object] = sys.__unraisablehook__
+
+    def __call__(self, unraisable: sys.UnraisableHookArgs) -> None:
+        caught: list[sys.UnraisableHookArgs] | None = getattr(self._local, "caught", None)
+        if caught is not None:
+            caught.append(unraisable)
+        else:
+            self.previous(unraisable)
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[list[sys.UnraisableHookArgs]]:
+        """What the codec reports on this thread while the block runs.
+
+        Raises :class:`Unsuited` if another hook has replaced this one since: the
+        codec's errors would go unseen, so the next codec (OpenJPEG, which raises)
+        decodes the frame instead.
+        """
+        if not self._installed:
+            with self._lock:
+                if not self._installed:
+                    self.previous = sys.unraisablehook
+                    sys.unraisablehook = self
+                    self._installed = True
+        if sys.unraisablehook is not self:
+            raise Unsuited("sys.unraisablehook was replaced: OpenJPH's errors would go unseen")
+        caught: list[sys.UnraisableHookArgs] = []
+        self._local.caught = caught
+        try:
+            yield caught
+        finally:
+            self._local.caught = None
+
+
+_OPENJPH_ERRORS = _OpenJphErrors()
 
 
 def _imagecodecs(
@@ -248,12 +325,17 @@ def _imagecodecs(
     """An imagecodecs decoder that needs no options (bound with functools.partial)."""
     import imagecodecs
 
-    # One thread: the decode pool already runs one worker per core.
-    options = {"numthreads": 1} if function == "jpeg2k_decode" else {}
-    with _unraisable_errors() as caught:
-        pixels = getattr(imagecodecs, function)(_bytes(data), **options)
-    if caught:
-        raise RuntimeError(f"{function}: {caught[0].exc_value}")
+    decode = getattr(imagecodecs, function)
+    if function == "htj2k_decode":
+        with _OPENJPH_ERRORS.collect() as caught:
+            pixels = decode(_bytes(data))
+        if caught:
+            raise RuntimeError(f"{function}: {caught[0].exc_value}")
+    elif function == "jpeg2k_decode":
+        # One thread: the decode pool already runs one worker per core.
+        pixels = decode(_bytes(data), numthreads=1)
+    else:
+        pixels = decode(_bytes(data))
     pi = params.photometric_interpretation
     if info is not None and info.family in (Family.JPEG2000, Family.HTJ2K):
         pi = _j2k_photometric(params)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import sys
+import warnings
 import zlib
 from collections.abc import AsyncIterator
 
@@ -17,6 +19,8 @@ import pytest
 from PIL import Image as PILImage
 
 from imageloader import ImageLoader, Limits
+from imageloader.decode.codecs import PILLOW_MAX_IMAGE_PIXELS, prepare_pillow
+from imageloader.decode.worker import DEFAULT_MAX_FRAME_PIXELS
 from imageloader.errors import (
     DecodeError,
     ImageTooLargeError,
@@ -51,14 +55,14 @@ def rgb_array(rows: int = 24, columns: int = 32) -> np.ndarray:
     return RNG.integers(0, 256, size=(rows, columns, 3), dtype=np.uint8)
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width``×``height`` RGB pixels, with a tiny IDAT."""
+def png_header_only(width: int, height: int, colour_type: int = 2) -> bytes:
+    """A PNG whose IHDR claims ``width``×``height`` RGB (or grey: 0) pixels, with a tiny IDAT."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", ihdr)
@@ -260,11 +264,39 @@ async def test_decompression_bombs_are_refused(
     assert info.value.image_id == url
 
 
-def test_decode_restores_pillows_settings() -> None:
-    before = PILImage.MAX_IMAGE_PIXELS
+def test_a_decode_changes_no_process_wide_setting() -> None:
+    prepare_pillow()  # once per process, before the first decode
+    limit, hook, filters = PILImage.MAX_IMAGE_PIXELS, sys.unraisablehook, list(warnings.filters)
     with pytest.raises(ImageTooLargeError):
         decode_web_image(png_header_only(3000, 3000), "web:x", False, 1 << 20)
-    assert before == PILImage.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageTooLargeError):
+        decode_web_image(png_header_only(30000, 30000), "web:x", False, 1 << 28)
+    decode_web_image(encode(PILImage.fromarray(rgb_array())), "web:x", False, 1 << 20)
+    assert limit == PILImage.MAX_IMAGE_PIXELS
+    assert sys.unraisablehook is hook and warnings.filters == filters
+
+
+def test_pillows_limit_is_raised_to_ours_once_and_never_lowered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert PILLOW_MAX_IMAGE_PIXELS == Limits().max_frame_pixels == DEFAULT_MAX_FRAME_PIXELS
+    setup = prepare_pillow.__wrapped__  # the body, not the once-per-process cache
+    for before, after in [
+        (89_478_485, PILLOW_MAX_IMAGE_PIXELS),  # Pillow's default
+        (None, None),  # switched off by the application: left off
+        (1 << 30, 1 << 30),  # higher already
+    ]:
+        monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", before)
+        setup()
+        assert after == PILImage.MAX_IMAGE_PIXELS
+
+
+def test_pillows_default_limit_does_not_refuse_an_image_within_ours() -> None:
+    # 9500 x 9500 is over Pillow's default 89,478,485 pixels and under our 2**28:
+    # refused as truncated (its IDAT is tiny), not as too large.
+    with pytest.raises(DecodeError) as info:
+        decode_web_image(png_header_only(9500, 9500, colour_type=0), "web:x", False, 1 << 28)
+    assert not isinstance(info.value, ImageTooLargeError)
 
 
 async def test_not_found_and_bad_ids_are_typed(loader: ImageLoader, server: FileServer) -> None:
