@@ -17,9 +17,15 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from .dicom.instances import DICOM_JSON, parse_instances, register_instance
+from .dicom.instances import (
+    DICOM_JSON,
+    Parsed,
+    frame_image_id,
+    parse_instances,
+    register_instance,
+)
 from .dicom.wadors import WadoRsOptions, wadors_options
-from .errors import ResponseFormatError
+from .errors import ImageLoaderError, ResponseFormatError
 
 if TYPE_CHECKING:
     from .loader import ImageLoader
@@ -38,17 +44,25 @@ _INSTANCE_NUMBER = "00200013"
 
 
 def _value(item: dict[str, Any], tag: str) -> Any:
-    values = item.get(tag, {}).get("Value") or [None]
-    return values[0]
+    """The first value of ``tag`` in a DICOM JSON dataset; None when absent or malformed."""
+    element = item.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return values[0] if isinstance(values, list) and values else None
+
+
+def _text(item: dict[str, Any], tag: str) -> str | None:
+    """The first value of a UI element, when it is a non-empty string."""
+    value = _value(item, tag)
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _sort_key(item: dict[str, Any]) -> tuple[int, str]:
     number = _value(item, _INSTANCE_NUMBER)
     try:
-        order = int(number)
-    except (TypeError, ValueError):
+        order = int(number) if isinstance(number, (int, float, str)) else 1 << 31
+    except (ValueError, OverflowError):
         order = 1 << 31
-    return (order, str(_value(item, _SOP_UID) or ""))
+    return (order, _text(item, _SOP_UID) or "")
 
 
 async def _get_json(loader: ImageLoader, url: str) -> Any:
@@ -73,13 +87,27 @@ async def add_series_metadata(loader: ImageLoader, base: str, study: str, series
         raise ResponseFormatError("series metadata is not a list", url=url)
     listed = []
     for item in sorted((i for i in items if isinstance(i, dict)), key=_sort_key):
-        sop = _value(item, _SOP_UID)
+        sop = _text(item, _SOP_UID)
         if sop:
             listed.append((f"{base}/studies/{study}/series/{series}/instances/{sop}", item))
     image_ids: list[str] = []
-    for instance_url, ds, frames in await parse_instances(loader.http, listed):
+    for instance_url, ds, frames in await _parse(loader, listed):
         image_ids += register_instance(loader, instance_url, ds, frames)
     return image_ids
+
+
+async def _parse(loader: ImageLoader, listed: list[tuple[str, dict[str, Any]]]) -> list[Parsed]:
+    """The instances parsed together; an error names the first frame of the failing one."""
+    try:
+        return await parse_instances(loader.http, listed)
+    except ImageLoaderError as exc:
+        if exc.image_id is not None:
+            raise
+    # Rare: parse them one at a time, to find the instance and name its imageId.
+    parsed: list[Parsed] = []
+    for url, item in listed:
+        parsed += await parse_instances(loader.http, [(url, item)], frame_image_id(url, 1))
+    return parsed
 
 
 async def image_ids_for_series(
@@ -95,7 +123,7 @@ async def image_ids_for_study(loader: ImageLoader, base: str, study: str) -> lis
     listing = await _get_json(loader, f"{base}/studies/{study}/series")
     if not isinstance(listing, list):
         raise ResponseFormatError("QIDO-RS series listing is not a list", url=base)
-    series_uids = [_value(item, _SERIES_UID) for item in listing if isinstance(item, dict)]
+    series_uids = [_text(item, _SERIES_UID) for item in listing if isinstance(item, dict)]
     results = await asyncio.gather(
         *(add_series_metadata(loader, base, study, uid) for uid in series_uids if uid)
     )

@@ -7,6 +7,9 @@ those of the Shared Functional Groups, which override the top-level attributes.
 
 Values come back as plain Python numbers and strings; an absent, empty or
 unreadable value is ``None`` (a broken optional attribute must not fail a load).
+A value of the wrong type (a number where a sequence belongs: a Part 10 element with
+a wrong explicit VR) is unreadable too. DICOM JSON is checked on the way in
+(:mod:`.dicomjson`), so this is the second line, for datasets from anywhere.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-__all__ = ["FrameView", "decoder_syntax", "element_value", "frame_count"]
+__all__ = ["FrameView", "decoder_syntax", "element_value", "frame_count", "sequence_items"]
 
 _FUNCTIONAL_GROUPS = ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")
 _EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
@@ -48,23 +52,31 @@ def element_value(ds: Dataset, key: str | int) -> Any:
     return value
 
 
-def _items(ds: Dataset, keyword: str) -> list[Dataset]:
-    value = element_value(ds, keyword)
-    if value is None:
+def sequence_items(value: Any) -> list[Dataset]:
+    """The items of a sequence value; [] for a value that is not a sequence."""
+    if isinstance(value, Dataset):
+        return [value]
+    if not isinstance(value, (Sequence, MultiValue, list, tuple)):
         return []
     return [item for item in value if isinstance(item, Dataset)]
+
+
+def _items(ds: Dataset, keyword: str) -> list[Dataset]:
+    return sequence_items(element_value(ds, keyword))
 
 
 def _nested_layers(group_item: Dataset) -> list[Dataset]:
     """The first item of every sequence in a functional group item, last first."""
     layers: list[Dataset] = []
-    for elem in group_item:
-        if elem.VR != "SQ" or not elem.value:
-            continue
-        item = elem.value[0]
+    for tag in list(group_item.keys()):
+        try:
+            elem = group_item[tag]
+        except Exception:
+            continue  # a raw element pydicom cannot convert: not a sequence we can read
+        items = sequence_items(elem.value) if elem.VR == "SQ" else []
         # Items naming an instance are references (e.g. a previous value), not frame data.
-        if isinstance(item, Dataset) and "SOPInstanceUID" not in item:
-            layers.append(item)
+        if items and "SOPInstanceUID" not in items[0]:
+            layers.append(items[0])
     layers.reverse()
     return layers
 
@@ -118,10 +130,7 @@ class FrameView:
 
     def items(self, keyword: str) -> list[Dataset]:
         """The items of a sequence attribute found through the layers."""
-        value = self.value(keyword)
-        if value is None:
-            return []
-        return [item for item in value if isinstance(item, Dataset)]
+        return sequence_items(self.value(keyword))
 
     # Typed accessors -------------------------------------------------------
 

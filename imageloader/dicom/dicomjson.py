@@ -7,6 +7,23 @@ metadata lacks (0002,0010)). :func:`dataset_from_json` normalises these before
 ``pydicom.Dataset.from_json`` and drops (with a log record) an element it still
 cannot read, so one odd private attribute never fails a load.
 
+It is also the one place where the JSON's types are checked, so that every value in
+the dataset is of the type its VR promises (a broken server or a hostile one cannot
+hand the readers in :mod:`._values` a bool where a sequence belongs):
+
+- a known tag sent with a VR it cannot have is read with its dictionary VR (a
+  Shared Functional Groups Sequence sent as ``{"vr": "AE", "Value": false}`` is a
+  sequence, not an AE holding a bool);
+- an element that is not an object, a ``Value`` that is not a list (a lone string or
+  number is one value; a bool, null or object is nothing), a ``Value`` on a binary VR,
+  and an ``InlineBinary`` or ``BulkDataURI`` that is not a string (or InlineBinary
+  that is not base64, or on a VR that is not binary) leave the element out;
+- a value of the wrong type inside ``Value`` is null: a number, bool, object or list
+  among strings, anything but a number (or numeric string) among numbers, anything
+  but an object (or a plain string) among person names, and anything but a tag among
+  AT values; a sequence item that is not an object is an empty item (so items keep
+  their positions: per-frame functional groups are matched to frames by position).
+
 ``BulkDataURI`` values are resolved through ``bulkdata_handler(tag, vr, uri)``;
 without a handler, or when it returns None, the element is left out (not emptied),
 so ``"RedPaletteColorLookupTableData" in ds`` says whether the data is really there.
@@ -16,8 +33,11 @@ A loader that fetches bulk data asynchronously can list what is needed first wit
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -28,6 +48,7 @@ from ..errors import MetadataError
 from ._values import element_value, to_string
 
 __all__ = [
+    "MAX_SEQUENCE_DEPTH",
     "BulkDataHandler",
     "bulkdata_references",
     "dataset_from_json",
@@ -40,21 +61,38 @@ logger = logging.getLogger("imageloader.dicom")
 BulkDataHandler = Callable[[str, str, str], bytes | None]
 """``handler(tag, vr, uri)`` → the element's bytes, or None to leave it out."""
 
-_INT_VRS = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV", "US or SS"})
+_INT_VRS = frozenset({"IS", "US", "UL", "SS", "SL", "SV", "UV"})
 _FLOAT_VRS = frozenset({"DS", "FL", "FD"})
 #: VRs whose values may not contain a backslash: a backslash there separates values.
 _SPLIT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UI", "UC"})
-_VALUE_KEYS = ("Value", "InlineBinary", "BulkDataURI")
+_TEXT_VRS = _SPLIT_VRS | {"LT", "ST", "UR", "UT"}
+#: VRs whose data is InlineBinary or a BulkDataURI, never a "Value" (PS3.18 F.2.7).
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_VRS = _INT_VRS | _FLOAT_VRS | _TEXT_VRS | _BINARY_VRS | {"AT", "PN", "SQ"}
+_NAME_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+#: Sequences nested deeper than this are left out: each level costs Python stack (here
+#: and in pydicom), and JSON nested a few hundred levels deep would exhaust it.
+MAX_SEQUENCE_DEPTH = 64
 
 
-def _vr_of(tag: str, given: Any) -> str | None:
-    if isinstance(given, str) and len(given) == 2 and given.isalpha():
-        return given.upper()
+def _dictionary_vrs(tag: str) -> tuple[str, ...]:
+    """The VRs the data dictionary allows for ``tag`` ("US or SS": both); () if unknown."""
     try:
         vr = dictionary_VR(int(tag, 16))
     except (KeyError, ValueError):
-        return None
-    return vr.split(" or ")[0] if " or " in vr else vr
+        return ()
+    return tuple(v for v in vr.split(" or ") if v in _VRS)
+
+
+def _vr_of(tag: str, given: Any) -> str | None:
+    """The VR to read the element with: the given one if the tag may have it."""
+    allowed = _dictionary_vrs(tag)
+    vr = given.strip().upper() if isinstance(given, str) else None
+    if vr in _VRS and (not allowed or vr in allowed or vr == "UN"):
+        return vr
+    # Missing, unknown, or impossible for this tag (its values were written for
+    # another type): the dictionary's VR, whose types the values are checked against.
+    return allowed[0] if allowed else None
 
 
 def _split(values: list[Any]) -> list[Any]:
@@ -79,26 +117,84 @@ def _number(value: Any, vr: str) -> Any:
         except ValueError:
             return None
     elif isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            return None
     else:
+        return None
+    if not math.isfinite(number):
         return None
     if vr in _FLOAT_VRS:
         return number
-    return int(number) if number.is_integer() else None
+    if not number.is_integer():
+        return None
+    # An int sent as an int keeps every digit (a float has 53 bits of them).
+    return value if isinstance(value, int) else int(number)
 
 
-def _values(vr: str, raw: Any, resolve: _Resolver) -> list[Any] | None:
-    values = list(raw) if isinstance(raw, list) else [raw]
+def _person_name(value: Any) -> dict[str, str] | None:
+    """A PN value as ``{"Alphabetic": ...}`` (a plain string is the alphabetic group)."""
+    if isinstance(value, str):
+        return {"Alphabetic": value}
+    if not isinstance(value, Mapping):
+        return None
+    groups = {g: value[g] for g in _NAME_GROUPS if isinstance(value.get(g), str)}
+    return groups or None
+
+
+def _tag_value(value: Any) -> str | None:
+    """An AT value as 8 hex digits."""
+    if isinstance(value, str):
+        text = value.strip().upper()
+        if len(text) == 8 and all(c in "0123456789ABCDEF" for c in text):
+            return text
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF:
+        return f"{value:08X}"
+    return None
+
+
+def _values(vr: str, raw: Any, resolve: _Resolver, depth: int) -> list[Any] | None:
+    """The element's values with every one of the type ``vr`` promises, or None if unreadable.
+
+    Items of the wrong type become null (empty items for a sequence).
+    """
+    if isinstance(raw, list):
+        values = raw
+    elif vr in ("SQ", "PN") and isinstance(raw, Mapping):
+        values = [raw]  # one item, or one name, not wrapped in a list
+    elif isinstance(raw, (str, int, float)) and not isinstance(raw, bool) and vr != "SQ":
+        values = [raw]  # one value, not wrapped in a list
+    else:
+        return None  # a bool, null or object where a list belongs
     if vr == "SQ":
-        return [_dataset_json(v, resolve) if isinstance(v, Mapping) else {} for v in values]
+        if depth >= MAX_SEQUENCE_DEPTH:
+            raise _Unreadable(f"sequences nested more than {MAX_SEQUENCE_DEPTH} deep")
+        return [
+            _dataset_json(v, resolve, depth + 1) if isinstance(v, Mapping) else {} for v in values
+        ]
     if vr == "PN":
-        return [{"Alphabetic": v} if isinstance(v, str) else v for v in values]
+        return [_person_name(v) for v in values]
     if vr in _INT_VRS or vr in _FLOAT_VRS:
-        numbers = [_number(v, vr) for v in _split(values)]
-        return numbers if any(n is not None for n in numbers) else None
-    if vr in _SPLIT_VRS:
-        return _split(values)
-    return values
+        return [_number(v, vr) for v in _split(values)]
+    if vr == "AT":
+        return [_tag_value(v) for v in values]
+    if vr in _TEXT_VRS:
+        texts = [v if isinstance(v, str) else None for v in values]
+        return _split(texts) if vr in _SPLIT_VRS else texts
+    return None  # a binary VR: its data is InlineBinary or a BulkDataURI, not a "Value"
+
+
+def _inline_binary(value: Any) -> str | None:
+    """InlineBinary as base64 text pydicom can decode (as it does: line breaks and all)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        base64.b64decode(value)
+    except (binascii.Error, ValueError):  # bad padding, or not ASCII
+        return None
+    return value
 
 
 class _Resolver:
@@ -121,30 +217,41 @@ class _Resolver:
         return self.fetched[uri]
 
 
-def _element_json(tag: str, element: Any, resolve: _Resolver) -> dict[str, Any] | None:
-    """A normalised copy of one element, or None to leave it out."""
+class _Unreadable(Exception):
+    """An element whose JSON types are wrong: it is left out (and logged)."""
+
+
+def _element_json(tag: str, element: Any, resolve: _Resolver, depth: int) -> dict[str, Any] | None:
+    """A normalised copy of one element, or None to leave it out (_Unreadable: malformed)."""
     if not isinstance(element, Mapping):
-        return None
+        raise _Unreadable("not a JSON object")
     vr = _vr_of(tag, element.get("vr"))
     if vr is None:
-        return None
+        raise _Unreadable("no VR")
     if "BulkDataURI" in element:
         uri = element["BulkDataURI"]
-        if not isinstance(uri, str) or not resolve.resolve(tag, vr, uri):
+        if not isinstance(uri, str):
+            raise _Unreadable("BulkDataURI is not a string")
+        if not resolve.resolve(tag, vr, uri):
             return None
         return {"vr": vr, "BulkDataURI": uri}
     if "InlineBinary" in element:
-        return {"vr": vr, "InlineBinary": element["InlineBinary"]}
+        data = _inline_binary(element["InlineBinary"])
+        if data is None or vr not in _BINARY_VRS:
+            raise _Unreadable(f"InlineBinary that is not base64 data of a binary VR ({vr})")
+        return {"vr": vr, "InlineBinary": data}
     raw = element.get("Value")
     if raw is None or raw == []:
         return {"vr": vr}
-    if vr == "UN":
-        return None  # UN must be binary; a "Value" cannot be interpreted
-    values = _values(vr, raw, resolve)
-    return {"vr": vr} if values is None else {"vr": vr, "Value": values}
+    values = _values(vr, raw, resolve, depth)
+    if values is None:
+        raise _Unreadable(f"a Value of type {type(raw).__name__} for VR {vr}")
+    if vr != "SQ" and all(v is None for v in values):
+        return {"vr": vr}
+    return {"vr": vr, "Value": values}
 
 
-def _dataset_json(obj: Mapping[str, Any], resolve: _Resolver) -> dict[str, Any]:
+def _dataset_json(obj: Mapping[str, Any], resolve: _Resolver, depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, element in obj.items():
         tag = str(key).upper()
@@ -154,7 +261,11 @@ def _dataset_json(obj: Mapping[str, Any], resolve: _Resolver) -> dict[str, Any]:
             int(tag, 16)
         except ValueError:
             continue
-        normalised = _element_json(tag, element, resolve)
+        try:
+            normalised = _element_json(tag, element, resolve, depth)
+        except _Unreadable as exc:
+            logger.warning("DICOM JSON: dropped unreadable element %s: %s", tag, exc)
+            continue
         if normalised is not None:
             out[tag] = normalised
     return out
@@ -222,8 +333,10 @@ def series_datasets(
     return [dataset_from_json(obj, bulkdata_handler=bulkdata_handler) for obj in items]
 
 
-def bulkdata_references(obj: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+def bulkdata_references(obj: Mapping[str, Any], _depth: int = 0) -> Iterator[tuple[str, str, str]]:
     """Every ``(tag, vr, uri)`` of a BulkDataURI in a DICOM JSON dataset, nested ones too."""
+    if _depth > MAX_SEQUENCE_DEPTH:
+        return
     for key, element in obj.items():
         if not isinstance(element, Mapping):
             continue
@@ -234,7 +347,7 @@ def bulkdata_references(obj: Mapping[str, Any]) -> Iterator[tuple[str, str, str]
         items = element.get("Value") if element.get("vr") == "SQ" else None
         for item in items if isinstance(items, list) else ():
             if isinstance(item, Mapping):
-                yield from bulkdata_references(item)
+                yield from bulkdata_references(item, _depth + 1)
 
 
 def transfer_syntax_of(ds: Dataset) -> str | None:
