@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
-import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 
@@ -76,21 +75,17 @@ BROKEN = {
 
 
 def cornerstone_files() -> list[Path]:
-    """The corpus's Part 10 files (empty when the corpus is absent)."""
-    if not CORNERSTONE.is_dir():
-        return []
-    return sorted(
+    """The corpus's Part 10 files (``tests/data/cornerstone``)."""
+    files = sorted(
         p for p in CORNERSTONE.iterdir() if p.is_file() and p.name not in ("README.md", "LICENSE")
     )
+    assert len(files) >= 30, files
+    return files
 
 
 def cornerstone_params() -> list[object]:
-    """The corpus files as test parameters, or one skipped parameter saying it is absent."""
-    files = cornerstone_files()
-    if files:
-        return list(files)
-    reason = f"Cornerstone corpus not found at {CORNERSTONE}"
-    return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="no-corpus")]
+    """The corpus files as test parameters."""
+    return list(cornerstone_files())
 
 
 def to_bytes(ds: Dataset, **kwargs: object) -> bytes:

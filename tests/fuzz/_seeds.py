@@ -192,9 +192,7 @@ def part10_seeds() -> tuple[Seed, ...]:
             with open(path, "rb") as fp:
                 seeds.append(Seed(name, fp.read()))
     for name in CORNERSTONE_SEEDS:
-        path = CORNERSTONE / name
-        if path.is_file():
-            seeds.append(Seed(f"cornerstone/{name}", path.read_bytes()))
+        seeds.append(Seed(f"cornerstone/{name}", (CORNERSTONE / name).read_bytes()))
     for name, make in (
         ("made/segmented-palette", _segmented_palette),
         ("made/extended-offset-table", _extended_offsets),
@@ -309,9 +307,8 @@ def json_seeds() -> tuple[tuple[str, dict[str, Any]], ...]:
     """DICOM JSON datasets: a real server response and the Part 10 seeds' headers."""
     seeds: list[tuple[str, dict[str, Any]]] = []
     metadata = CORNERSTONE / "wadors" / "metadata"
-    if metadata.is_file():
-        for index, item in enumerate(json.loads(metadata.read_text())):
-            seeds.append((f"cornerstone/wadors/metadata[{index}]", item))
+    for index, item in enumerate(json.loads(metadata.read_text())):
+        seeds.append((f"cornerstone/wadors/metadata[{index}]", item))
     for seed in part10_seeds():
         try:
             ds = _quiet_read(io.BytesIO(seed.data))
