@@ -64,9 +64,10 @@ def default_worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker() -> None:
+def _init_worker(owner: int) -> None:
     # Ctrl-C goes to the whole process group; the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    transport.set_owner(owner)
     # Import the decode stack once, up front, so the first task is not slow.
     from . import worker  # noqa: F401
 
@@ -242,7 +243,10 @@ class DecodePool:
         """
         if worker.executor is None:
             executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=self._context, initializer=_init_worker
+                max_workers=1,
+                mp_context=self._context,
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
             )
             worker.ready = False
             loop = self._loop

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -57,8 +59,29 @@ class SharedArray:
     dtype: str
 
 
+#: The process whose loader owns the segments (set in decode workers to their parent).
+_owner: int | None = None
+
+
+def set_owner(pid: int) -> None:
+    """Name this process's segments after ``pid`` (a decode worker: the pool's process)."""
+    global _owner
+    _owner = pid
+
+
+def segment_prefix(owner: int | None = None) -> str:
+    """The name prefix of the segments a process's decode pool and its workers make.
+
+    Segments are named after the process that owns the pool, so one left in
+    ``/dev/shm`` says whose it is, and a leak check can count only its own.
+    """
+    pid = owner if owner is not None else _owner if _owner is not None else os.getpid()
+    return f"imageloader-{pid}-"
+
+
 def _create(size: int) -> shared_memory.SharedMemory:
-    return shared_memory.SharedMemory(create=True, size=max(size, 1))
+    name = segment_prefix() + secrets.token_hex(8)
+    return shared_memory.SharedMemory(name=name, create=True, size=max(size, 1))
 
 
 def _buffer(segment: shared_memory.SharedMemory) -> memoryview:

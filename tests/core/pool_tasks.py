@@ -61,3 +61,10 @@ def big_array(n: int, delay: float = 0.0) -> object:
     if delay:
         time.sleep(delay)
     return np.arange(n, dtype=np.int32)
+
+
+def segment_prefix() -> str:
+    """The prefix this process names its shared-memory segments with."""
+    from imageloader.decode import transport
+
+    return transport.segment_prefix()

@@ -19,7 +19,10 @@ from . import pool_tasks
 
 
 def segments() -> set[str]:
-    return set(os.listdir("/dev/shm")) if Path("/dev/shm").is_dir() else set()
+    """This process's segments (other processes on the machine make their own)."""
+    if not Path("/dev/shm").is_dir():
+        return set()
+    return {name for name in os.listdir("/dev/shm") if name.startswith(transport.segment_prefix())}
 
 
 def test_args_and_results_round_trip_in_process() -> None:
@@ -39,7 +42,16 @@ def test_args_and_results_round_trip_in_process() -> None:
         np.testing.assert_array_equal(back.pixels, frame.pixels)
     finally:
         transport.release(made)
+    assert shared[0].name.lstrip("/").startswith(f"imageloader-{os.getpid()}-")
     assert not any(ref.name.lstrip("/") in segments() for ref in shared[:1])
+
+
+async def test_workers_name_their_segments_after_the_pool_process() -> None:
+    pool = DecodePool(1, task_timeout=20)
+    try:
+        assert await pool.run(pool_tasks.segment_prefix) == f"imageloader-{os.getpid()}-"
+    finally:
+        await pool.aclose()
 
 
 async def test_frames_and_pixels_cross_the_pool_without_leaking() -> None:
@@ -65,6 +77,7 @@ async def test_frames_and_pixels_cross_the_pool_without_leaking() -> None:
             await task
         await pool.run(pool_tasks.echo, "flush")
         await asyncio.sleep(0.1)
+        assert segments() <= before  # in use only while a task holds them
         # A crash mid-task: the task fails, its input segment is released.
         with pytest.raises(DecodeError):
             await pool.run(pool_tasks.crash, 0.05)
