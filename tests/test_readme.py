@@ -11,13 +11,9 @@ code asks for. A block added to the README is picked up here by itself.
 from __future__ import annotations
 
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -28,6 +24,7 @@ from pydicom.uid import generate_uid
 
 from tests.corpus import CORNERSTONE, REPO
 from tests.processes import worker_children
+from tests.servers import http_get, served
 from tests.support.fixtures import _require_orthanc
 from tests.support.orthanc import OrthancServer
 
@@ -48,8 +45,6 @@ COMPRESSED = {
     "rle": "CTImage.dcm_RLELosslessTransferSyntax_1.2.840.10008.1.2.5.dcm",
     "jpeg-baseline": "CTImage.dcm_JPEGProcess1TransferSyntax_1.2.840.10008.1.2.4.50.dcm",
 }
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _kind(block: str) -> str:
@@ -162,61 +157,23 @@ def test_script_without_a_main_guard_decodes_in_workers_and_runs_once(
     assert workers, "no decode worker process was started"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with _NO_PROXY.open(url, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read()
-
-
 @pytest.mark.parametrize("block", _blocks("fastapi"))
 def test_fastapi_block_serves_the_pacs_and_refuses_the_rest(
     block: str, pacs: OrthancServer, tmp_path: Path
 ) -> None:
     server = pacs.base_url.removeprefix("http://")
     _write(block, tmp_path, "readme_app", **{"pacs:8042": server})
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "readme_app:app", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _get(f"{base}/openapi.json")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "did not start"
-            time.sleep(0.1)
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "readme_app:app", "--port", str(port)]
+
+    with served(command, cwd=tmp_path) as (base, _):
         instances = pacs.request("GET", f"/dicom-web/studies/{STUDY}/series/{SERIES}/instances")
         sop = instances.json()[0]["00080018"]["Value"][0]
         frame = (
             f"wadors:{pacs.dicomweb_url}/studies/{STUDY}/series/{SERIES}/instances/{sop}/frames/1"
         )
-        status, png = _get(f"{base}/images/{quote(frame, safe='')}")
+        status, png = http_get(f"{base}/images/{quote(frame, safe='')}")
         assert status == 200 and png.startswith(b"\x89PNG"), png[:200]
         local = quote(f"dicomfile:{CORNERSTONE / 'CTImage.dcm'}", safe="")
-        assert _get(f"{base}/images/{local}")[0] == 403  # only wadors from the PACS
-        process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        assert http_get(f"{base}/images/{local}")[0] == 403  # only wadors from the PACS

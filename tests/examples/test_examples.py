@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,6 +14,7 @@ import pytest
 from tests.integrations.series import SLICES, SyntheticStudy, local_ct_volume, study_on
 from tests.integrations.servers import SAMPLES
 from tests.processes import worker_children
+from tests.servers import http_get, served
 from tests.support.orthanc import OrthancServer, process_alive
 
 pytestmark = pytest.mark.timeout(120)
@@ -93,66 +89,25 @@ def test_dask_series_on_a_local_cluster() -> None:
     assert "equal to the volume loaded locally: True" in out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# Loopback traffic must never go through a proxy from the environment.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with _NO_PROXY.open(url, timeout=20) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read()
-
-
 def test_fastapi_app_serves_png_metadata_and_refuses_what_it_must() -> None:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "fastapi_app.py"), "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _get(f"{base}/openapi.json")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "did not start"
-            time.sleep(0.1)
+    def command(port: int) -> list[str]:
+        script = str(EXAMPLES / "fastapi_app.py")
+        return [sys.executable, script, "--port", str(port), "--workers", "1"]
+
+    with served(command) as (base, process):
         ct = quote(f"dicomfile:{SAMPLES / 'CT_small.dcm'}", safe="")
-        status, png = _get(f"{base}/images/{ct}?size=64&window_center=40&window_width=400")
+        status, png = http_get(f"{base}/images/{ct}?size=64&window_center=40&window_width=400")
         assert status == 200 and png.startswith(b"\x89PNG")
         # A JPEG-LS image: decoded in a worker process (uncompressed ones decode inline).
         jls = quote(f"dicomfile:{SAMPLES / 'MR_small_jpeg_ls_lossless.dcm'}", safe="")
-        status, png = _get(f"{base}/images/{jls}")
+        status, png = http_get(f"{base}/images/{jls}")
         assert status == 200 and png.startswith(b"\x89PNG")
         workers = set(worker_children(process.pid))  # the decode process that made it
-        status, body = _get(f"{base}/metadata/imagePixelModule/{ct}")
+        status, body = http_get(f"{base}/metadata/imagePixelModule/{ct}")
         assert status == 200 and json.loads(body)["rows"] == 128
         outside = quote("dicomfile:/etc/hostname", safe="")
-        status, body = _get(f"{base}/images/{outside}")
+        status, body = http_get(f"{base}/images/{outside}")
         assert status == 403 and json.loads(body)["error"] == "AccessDeniedError"
         elsewhere = quote("wadouri:http://192.0.2.1/wado?objectUID=1", safe="")
-        assert _get(f"{base}/images/{elsewhere}")[0] == 403
-        process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        assert http_get(f"{base}/images/{elsewhere}")[0] == 403
     assert workers and not [pid for pid in workers if process_alive(pid)]

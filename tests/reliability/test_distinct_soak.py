@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from imageloader import ImageLoader, Limits
+from tests.servers import free_port
 
 from .leaks import assert_settled
 
@@ -125,20 +125,13 @@ add_error_handlers(app)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_rss_is_flat_over_100000_distinct_images_served_by_fastapi(
     multiframe_files: list[Path], tmp_path: Path
 ) -> None:
     root = str(multiframe_files[0].parent)
     app = APP.format(root=root, cache=CACHE_BYTES, metadata=METADATA_BYTES)
     (tmp_path / "soak_app.py").write_text(textwrap.dedent(app))
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(  # noqa: ASYNC220 - starting it does not wait for it
         [sys.executable, "-m", "uvicorn", "soak_app:app", "--port", str(port), "--log-level",
          "warning", "--no-access-log"],
