@@ -1,99 +1,89 @@
-"""Registers the built-in schemes on an ImageLoader, explicitly (no import side effects).
+"""The built-in schemes: one :class:`~imageloader.context.SchemeLoader` each, per ImageLoader.
 
-Each loader module is imported only when its scheme is first used, so optional
-dependencies (Pillow, nibabel) are needed only by those who load such images.
+An :class:`~imageloader.ImageLoader` holds one :class:`BuiltinLoaders`. A scheme's
+loader object (``WadoRsLoader``, ``NiftiLoader`` ...) is made on the first use of
+the scheme, with that ImageLoader's limits, events and cache, and owns its options
+and caches until :meth:`BuiltinLoaders.aclose`. Its module is imported then too, so
+optional dependencies (Pillow, nibabel) are needed only by those who load such
+images. Registering (explicit, no import side effects) puts a forwarding coroutine
+per scheme in the ImageLoader's registry, so a custom loader registered for a
+scheme replaces the built-in one as any other would.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
+
+from .context import MetadataSchemeLoader, SchemeLoader
+from .errors import LoaderClosedError
 
 if TYPE_CHECKING:
-    from .context import LoadContext
+    from .context import LoadContext, LoaderServices
     from .image import Image
-    from .registry import ImageLoaderFunction, LoaderRegistry, MetadataLoaderFunction
+    from .registry import LoaderRegistry
 
-__all__ = ["BUILTIN_METADATA", "BUILTIN_SCHEMES", "register_builtin_loaders"]
+__all__ = ["BUILTIN_METADATA", "BUILTIN_SCHEMES", "BuiltinLoaders"]
 
-#: scheme → "module:function" of its loader coroutine.
+#: scheme → "module:Class" of its loader; schemes naming one class share one object.
 BUILTIN_SCHEMES: dict[str, str] = {
-    "dicomfile": ".dicom.dicomfile:load_dicomfile",
-    "wadouri": ".dicom.wadouri:load_wadouri",
-    "dicomweb": ".dicom.wadouri:load_wadouri",
-    "wadors": ".dicom.wadors:load_wadors",
-    "http": ".web:load_web_image",
-    "https": ".web:load_web_image",
-    "web": ".web:load_web_image",
-    "nifti": ".nifti.loader:load_nifti",
+    "dicomfile": ".dicom.dicomfile:DicomFileLoader",
+    "wadouri": ".dicom.wadouri:WadoUriLoader",
+    "dicomweb": ".dicom.wadouri:WadoUriLoader",
+    "wadors": ".dicom.wadors:WadoRsLoader",
+    "http": ".web:WebLoader",
+    "https": ".web:WebLoader",
+    "web": ".web:WebLoader",
+    "nifti": ".nifti.loader:NiftiLoader",
 }
 
-
-#: scheme → "module:function" of its metadata loader (headers only, no pixels).
-BUILTIN_METADATA: dict[str, str] = {
-    "dicomfile": ".dicom.dicomfile:load_dicomfile_metadata",
-    "wadouri": ".dicom.wadouri:load_wadouri_metadata",
-    "dicomweb": ".dicom.wadouri:load_wadouri_metadata",
-    "wadors": ".dicom.wadors:load_wadors_metadata",
-    "nifti": ".nifti.loader:load_nifti_metadata",
-}
+#: The schemes whose loader also reads metadata alone (headers, no pixels).
+BUILTIN_METADATA: frozenset[str] = frozenset(
+    {"dicomfile", "wadouri", "dicomweb", "wadors", "nifti"}
+)
 
 
-def _resolve(target: str) -> Any:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module, __package__), name)
+class BuiltinLoaders:
+    """The built-in scheme loaders of one ImageLoader, each made on first use."""
 
+    def __init__(self, services: LoaderServices) -> None:
+        self._services = services
+        self._made: dict[str, SchemeLoader] = {}  # "module:Class" -> its one object
+        self._closed = False
 
-class _LazyLoader:
-    """A loader that imports its module on first use."""
+    def get(self, scheme: str) -> SchemeLoader:
+        """The loader object of ``scheme``; ValueError for a scheme not built in."""
+        target = BUILTIN_SCHEMES.get(scheme)
+        if target is None:
+            raise ValueError(f"no built-in loader for scheme {scheme!r}")
+        made = self._made.get(target)
+        if made is None:
+            if self._closed:
+                raise LoaderClosedError("this ImageLoader is closed")
+            module, _, name = target.partition(":")
+            cls = getattr(importlib.import_module(module, __package__), name)
+            made = self._made[target] = cls(self._services)
+        return made
 
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self._loader: ImageLoaderFunction | None = None
+    def register(self, registry: LoaderRegistry) -> None:
+        """Register every built-in scheme (and its metadata loader) in ``registry``."""
+        for scheme in BUILTIN_SCHEMES:
+            registry.register(scheme, functools.partial(self._load, scheme))
+            if scheme in BUILTIN_METADATA:
+                registry.register_metadata(scheme, functools.partial(self._load_metadata, scheme))
 
-    async def __call__(self, image_id: str, ctx: LoadContext, /) -> Image:
-        if self._loader is None:
-            self._loader = _resolve(self.target)
-        assert self._loader is not None
-        return await self._loader(image_id, ctx)
+    async def _load(self, scheme: str, image_id: str, ctx: LoadContext, /) -> Image:
+        return await self.get(scheme).load(image_id, ctx)
 
-    def __repr__(self) -> str:
-        return f"<builtin loader {self.target}>"
+    async def _load_metadata(self, scheme: str, image_id: str, ctx: LoadContext, /) -> None:
+        loader = self.get(scheme)
+        assert isinstance(loader, MetadataSchemeLoader), loader
+        await loader.load_metadata(image_id, ctx)
 
-
-class _LazyMetadataLoader:
-    """A metadata loader that imports its module on first use."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self._loader: MetadataLoaderFunction | None = None
-
-    async def __call__(self, image_id: str, ctx: LoadContext, /) -> None:
-        if self._loader is None:
-            self._loader = _resolve(self.target)
-        assert self._loader is not None
-        await self._loader(image_id, ctx)
-
-    def __repr__(self) -> str:
-        return f"<builtin metadata loader {self.target}>"
-
-
-class Registrant(Protocol):
-    """What registering needs of an :class:`~imageloader.ImageLoader` (which calls this)."""
-
-    @property
-    def registry(self) -> LoaderRegistry:
-        """The loader's scheme registry."""
-        ...
-
-    def register_image_loader(self, scheme: str, loader: ImageLoaderFunction) -> None:
-        """Serve imageIds of ``scheme`` with ``loader``."""
-        ...
-
-
-def register_builtin_loaders(loader: Registrant) -> None:
-    """Register every built-in scheme (and its metadata loader) on ``loader``."""
-    for scheme, target in BUILTIN_SCHEMES.items():
-        loader.register_image_loader(scheme, _LazyLoader(target))
-    for scheme, target in BUILTIN_METADATA.items():
-        loader.registry.register_metadata(scheme, _LazyMetadataLoader(target))
+    async def aclose(self) -> None:
+        """Close every loader made (in reverse order); none is made afterwards."""
+        self._closed = True
+        made, self._made = list(self._made.values()), {}
+        for loader in reversed(made):
+            await loader.aclose()

@@ -1,7 +1,10 @@
-"""What a load gets: :class:`LoadContext`, :class:`LoadOptions`, and :class:`LoaderServices`.
+"""What a load gets, and what a loader is.
 
-Loader coroutines (``dicom/``, ``web``, ``nifti/``, custom schemes) and volumes sit
-below :mod:`imageloader.loader`, which imports them: they see their
+:class:`LoadContext` (what a loader coroutine gets besides the imageId),
+:class:`LoadOptions` (the options that change its pixels), :class:`SchemeLoader`
+(the object that serves a built-in scheme, with its own options and caches) and
+:class:`LoaderServices`. Loaders (``dicom/``, ``web``, ``nifti/``, custom schemes)
+and volumes sit below :mod:`imageloader.loader`, which imports them: they see their
 :class:`~imageloader.ImageLoader` through :class:`LoaderServices`, a Protocol it
 satisfies, never through the class.
 """
@@ -10,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .cache import ImageCache
+from .decode.params import DecodeOptions
 from .errors import ImageLoaderError
 from .events import EventBus
 from .image import Image
@@ -25,27 +29,54 @@ if TYPE_CHECKING:
     from .limits import Limits
     from .security import AccessPolicy
 
-__all__ = ["LoadContext", "LoadOptions", "LoaderServices"]
+__all__ = [
+    "LoadContext",
+    "LoadOptions",
+    "LoaderServices",
+    "MetadataSchemeLoader",
+    "SchemeLoader",
+]
 
-T = TypeVar("T")
+#: Options that change the pixels a load produces (part of the in-flight key):
+#: ``prescale`` applies the modality LUT (Cornerstone's ``preScale.enabled``),
+#: ``use_rgba`` gives colour images as RGBA instead of RGB. The decode workers get
+#: the same object, so it is one class with two names.
+LoadOptions = DecodeOptions
 
 
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    """Options that change the pixels a load produces (part of the in-flight key).
+@runtime_checkable
+class SchemeLoader(Protocol):
+    """A built-in scheme's loader: one object per ImageLoader, owning its state.
 
-    ``prescale``: apply the modality LUT (Cornerstone's ``preScale.enabled``).
-    ``use_rgba``: colour images as RGBA instead of RGB.
+    It is made once per :class:`~imageloader.ImageLoader`, on the first use of one
+    of its schemes, with that loader's :class:`LoaderServices` (limits, events,
+    cache): its options and caches live on it, not in module globals, and
+    ``aclose`` releases them when the ImageLoader closes. A custom scheme needs none
+    of this: ``register_image_loader(scheme, coroutine_function)``.
     """
 
-    prescale: bool = True
-    use_rgba: bool = False
+    async def load(self, image_id: str, ctx: LoadContext) -> Image:
+        """Load one image."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what it holds (cancel its own tasks, drop its caches)."""
+        ...
+
+
+@runtime_checkable
+class MetadataSchemeLoader(SchemeLoader, Protocol):
+    """A scheme loader that can also register an image's metadata without its pixels."""
+
+    async def load_metadata(self, image_id: str, ctx: LoadContext) -> None:
+        """Register the image's metadata modules (headers only, no pixel data)."""
+        ...
 
 
 class LoaderServices(Protocol):
     """What an :class:`~imageloader.ImageLoader` offers the loaders and volumes it runs.
 
-    Its resources (created on first use), per-loader shared state, and the two
+    Its resources (created on first use), its built-in scheme loaders, and the two
     loads a volume needs: metadata first, then its images as they complete.
     """
 
@@ -94,8 +125,8 @@ class LoaderServices(Protocol):
         """Which schemes, hosts and file roots this loader may touch."""
         ...
 
-    def shared(self, name: str, factory: Callable[[], T]) -> T:
-        """A per-loader object that loader modules share (made by ``factory`` once)."""
+    def builtin_loader(self, scheme: str) -> SchemeLoader:
+        """The built-in loader object of ``scheme`` (made on first use)."""
         ...
 
     def add_closer(self, closer: Callable[[], Any]) -> Callable[[], None]:

@@ -82,7 +82,9 @@ class Image:
         ``size_in_bytes``, ``data_type``, ``color``, ``rgba`` and
         ``number_of_components`` come from the array (2-D is greyscale, 3-D with 3 or 4
         components is colour); the window defaults from the data range for greyscale
-        and to 256/128 for colour. Any field may be given to override.
+        and to 256/128 for colour. Any field may be given to override (the data
+        range is not computed when both ends are given). Every loader builds its
+        images here (through :func:`~imageloader.decode.image.create_image`).
         """
         pixels = np.asarray(array)
         if pixels.ndim == 2:
@@ -97,7 +99,9 @@ class Image:
             )
         rows, columns = int(pixels.shape[0]), int(pixels.shape[1])
         color = components in (3, 4)
-        if pixels.size:
+        if "min_pixel_value" in fields and "max_pixel_value" in fields:
+            lo, hi = fields["min_pixel_value"], fields["max_pixel_value"]
+        elif pixels.size:
             lo, hi = float(pixels.min()), float(pixels.max())
         else:
             lo = hi = 0.0
@@ -119,7 +123,8 @@ class Image:
             derived["window_width"], derived["window_center"] = 256.0, 128.0
         else:
             derived["window_width"], derived["window_center"] = default_window(lo, hi)
-        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        names = _FIELDS if cls is Image else {f.name for f in dataclasses.fields(cls)}
+        unknown = fields.keys() - names
         if unknown:
             raise TypeError(f"unknown Image fields: {sorted(unknown)}")
         derived.update(fields)
@@ -134,3 +139,6 @@ class Image:
             f"Image({self.image_id!r}, {self.rows}x{self.columns}x{self.number_of_components} "
             f"{self.data_type}, min={self.min_pixel_value:g}, max={self.max_pixel_value:g})"
         )
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Image))

@@ -16,11 +16,12 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import events as ev
+from .builtins import BuiltinLoaders
 from .cache import ImageCache
-from .context import LoadContext, LoadOptions
+from .context import LoadContext, LoadOptions, SchemeLoader
 from .errors import (
     CacheFullError,
     ImageLoaderError,
@@ -29,6 +30,7 @@ from .errors import (
     LoadFailedError,
 )
 from .image import Image
+from .inflight import Flight
 from .metadata import MetadataRegistry
 from .registry import ImageLoaderFunction, LoaderRegistry, split_scheme
 from .request_pool import RequestPool, RequestType
@@ -50,7 +52,6 @@ DEFAULT_CACHE_SIZE = 1 << 30  # Cornerstone's default: 1 GiB
 #: After an interactive load, background decodes stay out of the workers' queues this
 #: long: the next interactive load of a burst (a user scrolling) is likely coming.
 URGENT_HOLD_SECONDS = 0.5
-T = TypeVar("T")
 
 
 class _State(enum.Enum):
@@ -59,16 +60,15 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class _Flight:
-    """One running load and the callers awaiting it."""
+class _Load:
+    """One load in flight: its context, whether a caller wants it cached, its task."""
 
-    __slots__ = ("cache", "ctx", "task", "waiters")
+    __slots__ = ("cache", "ctx", "flight")
 
     def __init__(self, ctx: LoadContext) -> None:
         self.ctx = ctx
-        self.task: asyncio.Task[Image] | None = None
-        self.waiters = 0
         self.cache = False
+        self.flight: Flight[Image]
 
 
 class ImageLoader:
@@ -121,13 +121,11 @@ class ImageLoader:
         self._http: HttpClient | None = None
         self._state = _State.UNOPENED
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inflight: dict[tuple[str, LoadOptions], _Flight] = {}
+        self._inflight: dict[tuple[str, LoadOptions], _Load] = {}
         self._closers: list[Callable[[], Any]] = []
-        self._shared: dict[str, Any] = {}
+        self._builtins = BuiltinLoaders(self)
         if builtin_loaders:
-            from .builtins import register_builtin_loaders
-
-            register_builtin_loaders(self)
+            self._builtins.register(self.registry)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> ImageLoader:
@@ -155,17 +153,15 @@ class ImageLoader:
             )
         return loop
 
-    def shared(self, name: str, factory: Callable[[], T]) -> T:
-        """A per-loader object that loader modules share (made by ``factory`` once).
+    def builtin_loader(self, scheme: str) -> SchemeLoader:
+        """The built-in loader object serving ``scheme`` (made on first use).
 
-        Loaders keep their state here (e.g. a parsed-object cache) instead of in
-        module globals, so each ImageLoader, and each test, starts fresh.
+        It owns the scheme's options and caches, e.g.
+        ``loader.builtin_loader("wadors").options``; one object serves the schemes
+        of one kind (``http``, ``https`` and ``web``). Raises ValueError for a
+        scheme that is not built in.
         """
-        try:
-            return self._shared[name]  # type: ignore[no-any-return]
-        except KeyError:
-            value = self._shared[name] = factory()
-            return value
+        return self._builtins.get(scheme)
 
     def add_closer(self, closer: Callable[[], Any]) -> Callable[[], None]:
         """Run ``closer()`` (sync, or returning an awaitable) when the loader closes.
@@ -186,7 +182,7 @@ class ImageLoader:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        tasks = [f.task for f in self._inflight.values() if f.task is not None]
+        tasks = [load.flight.task for load in self._inflight.values()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -197,6 +193,7 @@ class ImageLoader:
                 result = closer()
                 if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                     await result
+            await self._builtins.aclose()
             if self._http is not None:
                 await self._http.aclose()
             if self._decode_pool is not None:
@@ -474,9 +471,9 @@ class ImageLoader:
         Returns whether a load was in flight.
         """
         found = False
-        for (flight_id, _), flight in list(self._inflight.items()):
-            if flight_id == image_id and flight.task is not None and not flight.task.done():
-                flight.task.cancel()
+        for (flight_id, _), load in list(self._inflight.items()):
+            if flight_id == image_id and not load.flight.done():
+                load.flight.task.cancel()
                 found = True
         return found
 
@@ -515,8 +512,8 @@ class ImageLoader:
                 return image
         rtype = RequestType(request_type)
         key = (image_id, options)
-        flight = self._inflight.get(key)
-        if flight is None or flight.task is None or flight.task.done():
+        load = self._inflight.get(key)
+        if load is None or load.flight.done():
             try:
                 split_scheme(image_id)
                 if self._access is not None:
@@ -525,20 +522,17 @@ class ImageLoader:
             except ImageLoaderError as exc:
                 self.events.emit(ev.IMAGE_LOAD_FAILED, str(image_id), error=exc)
                 raise
-            flight = _Flight(LoadContext(self, image_id, options, rtype, priority))
-            flight.task = asyncio.get_running_loop().create_task(
-                self._run(key, flight), name=f"imageloader:{image_id[:200]}"
-            )
-            flight.task.add_done_callback(functools.partial(self._settled, key, flight))
-            self._inflight[key] = flight
+            load = _Load(LoadContext(self, image_id, options, rtype, priority))
+            load.flight = Flight(self._run(key, load), name=f"imageloader:{image_id[:200]}")
+            load.flight.task.add_done_callback(functools.partial(self._settled, key, load))
+            self._inflight[key] = load
         else:
-            self._raise_priority(flight, rtype, priority)
+            self._raise_priority(load, rtype, priority)
         if cache and cacheable:
-            flight.cache = True
-        flight.waiters += 1
-        task = flight.task
+            load.cache = True
+        task = load.flight.task
         try:
-            image = await asyncio.shield(task)
+            return await load.flight.join()
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if task.cancelled() and (current is None or not current.cancelling()):
@@ -549,31 +543,22 @@ class ImageLoader:
                     ) from None
                 raise LoadCancelledError("load was cancelled", image_id=image_id) from None
             raise
-        finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not task.done():
-                task.cancel()  # nobody awaits it any more
-        return image
 
-    def _settled(
-        self, key: tuple[str, LoadOptions], flight: _Flight, task: asyncio.Task[Image]
-    ) -> None:
+    def _settled(self, key: tuple[str, LoadOptions], load: _Load, _: asyncio.Task[Image]) -> None:
         # Also reached by a task cancelled before it ever ran (its finally never runs).
-        if self._inflight.get(key) is flight:
+        if self._inflight.get(key) is load:
             del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: its awaiters may all have left
 
-    def _raise_priority(self, flight: _Flight, rtype: RequestType, priority: float) -> None:
-        ctx = flight.ctx
+    def _raise_priority(self, load: _Load, rtype: RequestType, priority: float) -> None:
+        ctx = load.ctx
         if (rtype.rank, priority) < (ctx.request_type.rank, ctx.priority):
             ctx.request_type, ctx.priority = rtype, priority
             if ctx.ticket is not None:
                 self.request_pool.reprioritize(ctx.ticket, rtype, priority)
 
-    async def _run(self, key: tuple[str, LoadOptions], flight: _Flight) -> Image:
+    async def _run(self, key: tuple[str, LoadOptions], load: _Load) -> Image:
         image_id = key[0]
-        ctx = flight.ctx
+        ctx = load.ctx
         started = time.perf_counter()
         try:
             try:
@@ -603,7 +588,7 @@ class ImageLoader:
                     f"loader failed: {type(exc).__name__}: {exc}", image_id=image_id
                 ) from exc
             image.load_time_ms = (time.perf_counter() - started) * 1000.0
-            if flight.cache:
+            if load.cache:
                 try:
                     self.cache.put_image(image)
                 except CacheFullError as exc:
@@ -616,5 +601,5 @@ class ImageLoader:
             self.events.emit(ev.IMAGE_LOAD_FAILED, image_id, error=exc)
             raise
         finally:
-            if self._inflight.get(key) is flight:
+            if self._inflight.get(key) is load:
                 del self._inflight[key]

@@ -10,24 +10,20 @@ alive twice.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import events as ev
+from .inflight import Flight
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["ObjectCache"]
 
 T = TypeVar("T")
-
-
-class _Loading(Generic[T]):
-    __slots__ = ("task", "waiters")
-
-    def __init__(self, task: asyncio.Future[T]) -> None:
-        self.task = task
-        self.waiters = 0
 
 
 class ObjectCache(Generic[T]):
@@ -47,7 +43,7 @@ class ObjectCache(Generic[T]):
         self._size_of = size_of
         self._items: OrderedDict[str, tuple[T, int]] = OrderedDict()
         self._bytes = 0
-        self._loading: dict[str, _Loading[T]] = {}
+        self._loading: dict[str, Flight[T]] = {}
         # key -> its images now in the image cache (``key_of`` maps an imageId to its key).
         self._key_of = key_of
         self._cached: dict[str, set[str]] = {}
@@ -72,11 +68,17 @@ class ObjectCache(Generic[T]):
         """Keys being loaded now."""
         return len(self._loading)
 
-    async def get(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
+    async def get(
+        self,
+        key: str,
+        load: Callable[[], Coroutine[Any, Any, T]],
+        *,
+        image_id: str | None = None,
+    ) -> T:
         """The object for ``key``, loading it with ``load()`` unless held or loading.
 
         A caller that stops waiting does not cancel the load for the others; the
-        last one to leave does.
+        last one to leave does. With ``image_id``, a failure names that imageId.
         """
         held = self._items.get(key)
         if held is not None:
@@ -84,16 +86,9 @@ class ObjectCache(Generic[T]):
             return held[0]
         loading = self._loading.get(key)
         if loading is None:
-            loading = _Loading(asyncio.ensure_future(load()))
-            self._loading[key] = loading
-            loading.task.add_done_callback(lambda task: self._loaded(key, loading, task))
-        loading.waiters += 1
-        try:
-            return await asyncio.shield(loading.task)
-        finally:
-            loading.waiters -= 1
-            if loading.waiters == 0 and not loading.task.done():
-                loading.task.cancel()
+            loading = self._loading[key] = Flight(load())
+            loading.task.add_done_callback(functools.partial(self._loaded, key, loading))
+        return await loading.join(image_id)
 
     def peek(self, key: str) -> T | None:
         """The object held for ``key``, or None (no loading, no recency change)."""
@@ -104,7 +99,7 @@ class ObjectCache(Generic[T]):
         """Hold ``value`` for ``key`` (replacing any), within the bounds."""
         self._keep(key, value)
 
-    def _loaded(self, key: str, loading: _Loading[T], task: asyncio.Future[T]) -> None:
+    def _loaded(self, key: str, loading: Flight[T], task: asyncio.Task[T]) -> None:
         if self._loading.get(key) is loading:
             del self._loading[key]
         if task.cancelled() or task.exception() is not None:

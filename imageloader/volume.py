@@ -6,6 +6,10 @@ is allocated; the frames then load in the background, each copied into its slice
 as it arrives, in scan order (:mod:`imageloader.geometry`). ``await volume.loaded()``
 waits for the last one; ``volume.cancel_loading()`` stops what has not run.
 
+Events, as Cornerstone's: ``VOLUME_LOADED`` (``volume``) when the volume is made
+and cached, ``IMAGE_LOAD_PROGRESS`` per slice, ``IMAGE_VOLUME_LOADING_COMPLETED``
+(counts, ``volume``) once every slice has loaded or failed; none after a cancel.
+
 A volume's slices are not stored twice: each loaded frame's Image is cached as a
 view into the volume array with size 0, so the volume's bytes count once in the
 cache; image pressure never evicts a volume (``cache.remove_volume`` frees it).
@@ -177,6 +181,9 @@ async def create_and_cache_volume(
     # Stop streaming if the loader closes first; forget that once streaming is done.
     forget = loader.add_closer(volume.cancel_loading)
     volume._task.add_done_callback(lambda _: forget())
+    # As Cornerstone's volume loader: the volume is "loaded" (made and cached) now;
+    # IMAGE_VOLUME_LOADING_COMPLETED follows when every slice has been processed.
+    loader.events.emit(ev.VOLUME_LOADED, volume_id, volume=volume)
     return volume
 
 
@@ -209,13 +216,15 @@ async def _stream(
             )
     finally:
         volume.load_time_ms = (time.perf_counter() - started) * 1000
-        loader.events.emit(
-            ev.IMAGE_VOLUME_LOADING_COMPLETED,
-            volume.volume_id,
-            loaded=volume.loaded_count,
-            failed=len(volume.failures),
-            total=total,
-        )
+    # Every slice loaded or failed (not when cancelled), as Cornerstone fires it.
+    loader.events.emit(
+        ev.IMAGE_VOLUME_LOADING_COMPLETED,
+        volume.volume_id,
+        loaded=volume.loaded_count,
+        failed=len(volume.failures),
+        total=total,
+        volume=volume,
+    )
 
 
 def _place(loader: LoaderServices, volume: Volume, k: int, image: Image) -> None:

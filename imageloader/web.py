@@ -37,7 +37,6 @@ import time
 from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -45,8 +44,9 @@ import numpy.typing as npt
 from .decode.codecs import prepare_pillow
 from .decode.image import create_image
 from .decode.params import DecodedFrame
-from .errors import DecodeError, ImageLoaderError, ImageTooLargeError, InvalidImageIdError
+from .errors import DecodeError, ImageLoaderError, ImageTooLargeError
 from .image import Image, PreScale, default_window
+from .imageid import http_url
 from .metadata import (
     GeneralSeriesModule,
     ImagePixelModule,
@@ -59,9 +59,9 @@ from .registry import split_scheme
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from .context import LoadContext
+    from .context import LoadContext, LoaderServices
 
-__all__ = ["WebPixels", "decode_web_image", "load_web_image", "web_image_url"]
+__all__ = ["WebLoader", "WebPixels", "decode_web_image", "web_image_url"]
 
 #: Pillow modes kept as one greyscale channel, and the array type each becomes.
 _GREYSCALE: dict[str, np.dtype[Any]] = {
@@ -80,12 +80,7 @@ def web_image_url(image_id: str) -> str:
     """The URL an ``http:``, ``https:`` or ``web:`` imageId names."""
     scheme, rest = split_scheme(image_id)
     url = rest if scheme == "web" else image_id
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise InvalidImageIdError(f"malformed URL: {exc}", image_id=image_id) from exc
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidImageIdError("expected an http(s) URL", image_id=image_id)
+    http_url(url, image_id)
     return url
 
 
@@ -216,40 +211,51 @@ def _modules(decoded: WebPixels, window: tuple[float, float]) -> dict[str, Any]:
     }
 
 
-async def load_web_image(image_id: str, ctx: LoadContext) -> Image:
-    """The ``http:``, ``https:`` and ``web:`` loader."""
-    url = web_image_url(image_id)
-    response = await ctx.http.get(url, image_id=image_id)
-    try:
-        decoded = await ctx.decode_pool.run(
-            decode_web_image,
-            response.body,
-            image_id,
-            ctx.options.use_rgba,
-            ctx.limits.max_frame_pixels,
-            request_type=ctx.request_type,
-            priority=ctx.priority,
+class WebLoader:
+    """The ``http:``, ``https:`` and ``web:`` loader (it holds nothing between loads)."""
+
+    def __init__(self, services: LoaderServices) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def load(self, image_id: str, ctx: LoadContext) -> Image:
+        """Fetch the image and decode it in the decode pool."""
+        url = web_image_url(image_id)
+        response = await ctx.http.get(url, image_id=image_id)
+        try:
+            decoded = await ctx.decode_pool.run(
+                decode_web_image,
+                response.body,
+                image_id,
+                ctx.options.use_rgba,
+                ctx.limits.max_frame_pixels,
+                request_type=ctx.request_type,
+                priority=ctx.priority,
+            )
+        except DecodeError as exc:
+            if response.content_type:
+                # What the server said it sent is the best clue (an HTML error page, say).
+                raise DecodeError(
+                    f"{exc.message} (Content-Type: {response.content_type})", image_id=image_id
+                ) from exc
+            raise
+        window = (
+            (256.0, 128.0)
+            if decoded.color
+            else default_window(decoded.min_value, decoded.max_value)
         )
-    except DecodeError as exc:
-        if response.content_type:
-            # What the server said it sent is the best clue (an HTML error page, say).
-            raise DecodeError(
-                f"{exc.message} (Content-Type: {response.content_type})", image_id=image_id
-            ) from exc
-        raise
-    window = (
-        (256.0, 128.0) if decoded.color else default_window(decoded.min_value, decoded.max_value)
-    )
-    modules = _modules(decoded, window)
-    ctx.metadata.store.add(image_id, modules)
-    frame = DecodedFrame(
-        pixels=decoded.pixels,
-        min_value=decoded.min_value,
-        max_value=decoded.max_value,
-        color=decoded.color,
-        photometric_interpretation="RGB" if decoded.color else "MONOCHROME2",
-        prescale=PreScale(),
-        decode_ms=decoded.decode_ms,
-        codec="pillow",
-    )
-    return create_image(image_id, frame, modules)
+        modules = _modules(decoded, window)
+        ctx.metadata.store.add(image_id, modules)
+        frame = DecodedFrame(
+            pixels=decoded.pixels,
+            min_value=decoded.min_value,
+            max_value=decoded.max_value,
+            color=decoded.color,
+            photometric_interpretation="RGB" if decoded.color else "MONOCHROME2",
+            prescale=PreScale(),
+            decode_ms=decoded.decode_ms,
+            codec="pillow",
+        )
+        return create_image(image_id, frame, modules)

@@ -4,7 +4,8 @@ The fields follow Cornerstone3D's ``createImage``: window from the VOI module (t
 first value), else from the data range; colour images 256/128; MONOCHROME1 inverts;
 spacing from the image plane module (1 when absent); slope and intercept are the
 modality LUT's, with ``prescale.scaled`` telling whether the pixels already carry it.
-Shared by every loader that decodes (DICOM, web images).
+Shared by every loader (DICOM, web images, NIfTI); the fields the array itself
+tells (shape, components, size, dtype) are :meth:`Image.from_array`'s.
 """
 
 from __future__ import annotations
@@ -36,11 +37,7 @@ def create_image(
     ``photometric_interpretation`` is the object's own (MONOCHROME1 decides
     ``invert``); the Image reports the one the pixels are in now.
     """
-    pixels = decoded.pixels
-    rows, columns = int(pixels.shape[0]), int(pixels.shape[1])
-    components = int(pixels.shape[2]) if pixels.ndim == 3 else 1
     lo, hi = decoded.min_value, decoded.max_value
-
     voi = modules.get("voiLutModule")
     center = width = None
     function = None
@@ -63,16 +60,10 @@ def create_image(
         row_spacing, column_spacing = plane.row_pixel_spacing, plane.column_pixel_spacing
 
     source_photometric = photometric_interpretation or decoded.photometric_interpretation
-    return Image(
-        image_id=image_id,
-        pixel_data=pixels,
-        rows=rows,
-        columns=columns,
-        height=rows,
-        width=columns,
+    return Image.from_array(
+        image_id,
+        decoded.pixels,
         color=decoded.color,
-        rgba=components == 4,
-        number_of_components=components,
         min_pixel_value=lo,
         max_pixel_value=hi,
         slope=1.0 if slope is None else float(slope),
@@ -84,8 +75,6 @@ def create_image(
         photometric_interpretation=decoded.photometric_interpretation,
         row_pixel_spacing=float(row_spacing or 1.0),
         column_pixel_spacing=float(column_spacing or 1.0),
-        size_in_bytes=int(pixels.nbytes),
-        data_type=pixels.dtype.name,
         prescale=decoded.prescale,
         decode_time_ms=decoded.decode_ms,
         transfer_syntax_uid=transfer_syntax_uid,

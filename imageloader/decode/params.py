@@ -74,7 +74,12 @@ class PixelParams:
 
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
-    """Per-load choices: apply the modality LUT, and colour as RGBA instead of RGB."""
+    """Per-load choices that change the pixels (also ``imageloader.LoadOptions``).
+
+    ``prescale``: apply the modality LUT (Cornerstone's ``preScale.enabled``).
+    ``use_rgba``: colour images as RGBA instead of RGB. A load's options are part of
+    its in-flight key and go to the decode worker as they are.
+    """
 
     prescale: bool = True
     use_rgba: bool = False

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING
 
 from ..context import LoadContext
 from ..errors import InvalidImageIdError
 from ..image import Image
+from ..imageid import check_frame
 from ..objectcache import ObjectCache
 from ..registry import split_scheme
-from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10
+from .frames import Part10Loader, parse_frame_number, read_part10
 from .modules import metadata_modules_by_frame
 from .part10 import Part10Object, read_header
 
-__all__ = ["load_dicomfile", "load_dicomfile_metadata", "parse_dicomfile_id"]
+if TYPE_CHECKING:
+    from ..context import LoaderServices
+
+__all__ = ["DicomFileLoader", "parse_dicomfile_id"]
 
 SCHEME = "dicomfile"
 
@@ -45,38 +50,46 @@ def _key_of(image_id: str) -> str | None:
     return parse_dicomfile_id(image_id)[0] if scheme == SCHEME else None
 
 
-async def load_dicomfile(image_id: str, ctx: LoadContext) -> Image:
-    """The ``dicomfile:`` loader."""
-    path, frame = parse_dicomfile_id(image_id)
-
-    async def fetch() -> Part10Object:
-        # Only when the file is not held already: a held one passed this check (the
-        # policy does not change) and its other frames need no thread hop for it.
-        real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
-        return await read_part10(str(real), ctx, image_id)
-
-    objects = part10_objects(ctx, SCHEME, _key_of)
-    return await decode_part10_frame(image_id, ctx, objects, path, fetch, frame)
-
-
 def _read_header(path: str, image_id: str) -> list[dict[str, object]]:
     # read_header bounds a deflated dataset's inflated size (pydicom's own read does not).
     return metadata_modules_by_frame(read_header(path, image_id=image_id), image_id=image_id)
 
 
-async def load_dicomfile_metadata(image_id: str, ctx: LoadContext) -> None:
-    """Register the frame's metadata modules from the file's header (no pixel data read)."""
-    path, frame = parse_dicomfile_id(image_id)
-    real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
-    headers: ObjectCache[list[dict[str, object]]] = ctx.loader.shared(
-        "dicomfile:headers",
-        lambda: ObjectCache(max_entries=1024, max_bytes=256 << 20, size_of=lambda m: 4096 * len(m)),
-    )
+class DicomFileLoader(Part10Loader):
+    """The ``dicomfile:`` loader of one ImageLoader: parsed files and read headers."""
 
-    async def read() -> list[dict[str, object]]:
-        return await asyncio.to_thread(_read_header, str(real), image_id)
+    def __init__(self, services: LoaderServices) -> None:
+        super().__init__(services, _key_of)
+        #: Every frame's modules of files whose header alone was read.
+        self.headers: ObjectCache[list[dict[str, object]]] = ObjectCache(
+            max_entries=1024, max_bytes=256 << 20, size_of=lambda m: 4096 * len(m)
+        )
 
-    frames = await headers.get(path, read)
-    if frame > len(frames):
-        raise InvalidImageIdError(f"frame {frame} is outside 1..{len(frames)}", image_id=image_id)
-    ctx.metadata.store.add(image_id, frames[frame - 1])
+    async def aclose(self) -> None:
+        """Drop the files and headers held."""
+        await super().aclose()
+        self.headers.clear()
+
+    async def load(self, image_id: str, ctx: LoadContext) -> Image:
+        """One frame of a local Part 10 file."""
+        path, frame = parse_dicomfile_id(image_id)
+
+        async def fetch() -> Part10Object:
+            # Only when the file is not held already: a held one passed this check
+            # (the policy does not change) and its other frames need no thread hop.
+            real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
+            return await read_part10(str(real), ctx, image_id)
+
+        return await self.decode_frame(image_id, ctx, path, fetch, frame)
+
+    async def load_metadata(self, image_id: str, ctx: LoadContext) -> None:
+        """Register the frame's metadata modules from the file's header (no pixel data read)."""
+        path, frame = parse_dicomfile_id(image_id)
+        real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
+
+        async def read() -> list[dict[str, object]]:
+            return await asyncio.to_thread(_read_header, str(real), image_id)
+
+        frames = await self.headers.get(path, read)
+        check_frame(frame, len(frames), image_id)
+        ctx.metadata.store.add(image_id, frames[frame - 1])

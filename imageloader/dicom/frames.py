@@ -1,29 +1,35 @@
-"""Loading one frame of a Part 10 object: shared by ``dicomfile:`` and ``wadouri:``.
+"""One frame of a Part 10 object: :class:`Part10Loader`, base of ``dicomfile:``, ``wadouri:``.
 
-The object is fetched and parsed once (off the loop) and kept in a bounded
-:class:`~imageloader.objectcache.ObjectCache` for its other frames; each frame's
-metadata modules are registered under its imageId; the frame is decoded in the
-decode pool at the load's request type and priority.
+The object is fetched and parsed once (off the loop) and kept in the loader's
+bounded :class:`~imageloader.objectcache.ObjectCache` for its other frames; each
+frame's metadata modules are registered under its imageId, and its pixel parameters
+come from them; the frame is decoded in the decode pool at the load's request type
+and priority.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ..context import LoadContext
 from ..errors import InvalidImageIdError
 from ..image import Image
+from ..imageid import check_frame
+from ..metadata import ImagePixelModule
 from ..objectcache import ObjectCache
 from .image import decode_to_image
-from .modules import metadata_modules
+from .modules import metadata_modules, pixel_params_from_modules
 from .part10 import Part10Object, parse_part10
+
+if TYPE_CHECKING:
+    from ..context import LoaderServices
 
 __all__ = [
     "MAX_FRAME_NUMBER",
-    "decode_part10_frame",
+    "Part10Loader",
     "parse_frame_number",
-    "part10_objects",
     "read_part10",
 ]
 
@@ -53,23 +59,6 @@ def parse_frame_number(value: str | None, image_id: str) -> int:
     return int(digits)
 
 
-def part10_objects(
-    ctx: LoadContext, scheme: str, key_of: Callable[[str], str | None]
-) -> ObjectCache[Part10Object]:
-    """The loader's cache of parsed Part 10 objects for one scheme."""
-    limits = ctx.limits
-    return ctx.loader.shared(
-        f"part10:{scheme}",
-        lambda: ObjectCache(
-            max_entries=limits.dataset_cache_entries,
-            max_bytes=limits.dataset_cache_bytes,
-            size_of=lambda obj: obj.size_in_bytes,
-            key_of=key_of,
-            events=ctx.loader.events,
-        ),
-    )
-
-
 async def read_part10(data: bytes | str, ctx: LoadContext, image_id: str) -> Part10Object:
     """Parse bytes or a file off the loop, and index its frames there too."""
 
@@ -81,24 +70,48 @@ async def read_part10(data: bytes | str, ctx: LoadContext, image_id: str) -> Par
     return await asyncio.to_thread(parse)
 
 
-async def decode_part10_frame(
-    image_id: str,
-    ctx: LoadContext,
-    objects: ObjectCache[Part10Object],
-    key: str,
-    fetch: Callable[[], Awaitable[Part10Object]],
-    frame: int,
-) -> Image:
-    """Decode ``frame`` of the object ``fetch()`` gives (cached under ``key``)."""
-    obj = await objects.get(key, fetch)
-    if frame > obj.number_of_frames:
-        raise InvalidImageIdError(
-            f"frame {frame} is outside 1..{obj.number_of_frames}", image_id=image_id
+class Part10Loader:
+    """Frames of Part 10 objects, each object fetched and parsed once for all its frames.
+
+    ``objects`` holds the parsed objects (bounded by the ImageLoader's limits); an
+    object goes when the last of its frames that was cached leaves the image cache
+    (``key_of`` maps a frame's imageId to its object's key).
+    """
+
+    def __init__(self, services: LoaderServices, key_of: Callable[[str], str | None]) -> None:
+        limits = services.limits
+        self.objects: ObjectCache[Part10Object] = ObjectCache(
+            max_entries=limits.dataset_cache_entries,
+            max_bytes=limits.dataset_cache_bytes,
+            size_of=lambda obj: obj.size_in_bytes,
+            key_of=key_of,
+            events=services.events,
         )
-    store = ctx.metadata.store
-    if image_id not in store:
-        store.add(image_id, metadata_modules(obj.dataset, frame=frame))
-    params = obj.pixel_params(frame, limits=ctx.limits)
-    return await decode_to_image(
-        image_id, ctx, obj.frame(frame), params, store.modules(image_id), obj.transfer_syntax_uid
-    )
+
+    async def aclose(self) -> None:
+        """Drop the objects held and cancel their loads."""
+        self.objects.clear()
+
+    async def decode_frame(
+        self,
+        image_id: str,
+        ctx: LoadContext,
+        key: str,
+        fetch: Callable[[], Coroutine[Any, Any, Part10Object]],
+        frame: int,
+    ) -> Image:
+        """Decode ``frame`` of the object ``fetch()`` gives (cached under ``key``)."""
+        obj = await self.objects.get(key, fetch)
+        check_frame(frame, obj.number_of_frames, image_id)
+        store = ctx.metadata.store
+        if image_id not in store:
+            store.add(image_id, metadata_modules(obj.dataset, frame=frame))
+        modules = store.modules(image_id)
+        syntax = obj.transfer_syntax_uid
+        pixel = modules.get("imagePixelModule")
+        if obj.pixel_keyword == "PixelData" and isinstance(pixel, ImagePixelModule):
+            params = pixel_params_from_modules(modules, syntax, image_id=image_id)
+        else:  # the dataset says what is wrong: float pixel data, a missing attribute
+            params = obj.pixel_params(frame, limits=ctx.limits)
+        data = obj.frame(frame)
+        return await decode_to_image(image_id, ctx, data, params, modules, syntax)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..decode.image import create_image
-from ..decode.params import DecodeOptions, PixelParams
+from ..decode.params import PixelParams
 from ..decode.syntaxes import SYNTAXES
 from ..decode.worker import decode_frame
 from ..image import Image
@@ -31,7 +31,7 @@ async def decode_to_image(
         decode_frame,
         data,
         params,
-        DecodeOptions(prescale=ctx.options.prescale, use_rgba=ctx.options.use_rgba),
+        ctx.options,
         image_id,
         ctx.limits.max_frame_pixels,
         request_type=ctx.request_type,

@@ -1,10 +1,10 @@
 """What ``wadors:`` knows about instances: their datasets (from DICOM JSON) and modules.
 
 Instance metadata is fetched once per instance (however many of its frames load at
-once) when nobody registered it, and every frame's modules are registered. The
-parsed datasets are kept in a bounded cache for what the modules do not carry
-(palette LUTs, PET and RTDOSE scaling); when one has been dropped, the pixel
-parameters are rebuilt from the registered modules.
+once) when nobody registered it, and every frame's modules are registered: they
+carry all a decode needs (palette LUTs, PET and RTDOSE scaling included), so no
+dataset is kept. A frame whose modules have left the metadata store has its
+instance's metadata fetched again.
 """
 
 from __future__ import annotations
@@ -17,24 +17,22 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
 
-from ..decode.params import PixelParams
 from ..errors import ResponseFormatError
-from ..objectcache import ObjectCache
+from ..inflight import Flight
 from .dicomjson import BulkDataHandler, bulkdata_references, dataset_from_json
-from .modules import metadata_modules_by_frame, pixel_params_from_modules
+from .modules import metadata_modules_by_frame
 from .multipart import is_multipart, parse_multipart_related
-from .part10 import parse_part10, pixel_params
+from .part10 import parse_part10
 
 if TYPE_CHECKING:
     from ..context import LoadContext, LoaderServices
     from ..http import HttpClient
 
 __all__ = [
-    "InstanceRegistry",
+    "InstanceFetcher",
     "WadoRsRef",
     "fetch_bulkdata",
     "instance_modules",
-    "instance_registry",
     "register_instance",
 ]
 
@@ -179,64 +177,43 @@ def register_instance(
 ) -> list[str]:
     """Register an instance's frame modules (from :func:`instance_modules`); on the loop."""
     loader.metadata.store.add_many(frames)
-    instance_registry(loader).remember(instance_url, ds)
     return [image_id for image_id, _ in frames]
 
 
-class InstanceRegistry:
-    """Datasets of instances by URL, bounded; fetches instance metadata on demand."""
+class InstanceFetcher:
+    """Fetches the metadata of instances whose frames have none, once per instance at a time."""
 
     def __init__(self, loader: LoaderServices) -> None:
-        limits = loader.limits
         self._loader = loader
-        self._datasets: ObjectCache[Dataset] = ObjectCache(
-            max_entries=max(256, limits.dataset_cache_entries),
-            max_bytes=limits.dataset_cache_bytes,
-            size_of=lambda ds: 4096,
-        )
+        self._fetching: dict[str, Flight[None]] = {}
 
-    def remember(self, instance_url: str, ds: Dataset) -> None:
-        """Keep an instance's dataset (it has no pixel data: JSON metadata)."""
-        self._datasets.put(instance_url, ds)
+    def close(self) -> None:
+        """Cancel the fetches in flight."""
+        for flight in self._fetching.values():
+            flight.task.cancel()
 
-    async def fetch_instance(self, ctx: LoadContext, ref: WadoRsRef) -> Dataset:
-        """Fetch, parse and register the instance's metadata (once at a time)."""
+    async def fetch_instance(self, ctx: LoadContext, ref: WadoRsRef) -> None:
+        """Fetch, parse and register the instance's metadata (one fetch for its frames)."""
         url = ref.instance_url
+        flight = self._fetching.get(url)
+        if flight is None:
+            flight = self._fetching[url] = Flight(self._fetch(ctx, url))
+            flight.task.add_done_callback(lambda _: self._fetching.pop(url, None))
+        await flight.join(ctx.image_id)
 
-        async def fetch() -> Dataset:
-            response = await ctx.http.get(
-                f"{url}/metadata", image_id=ctx.image_id, headers={"Accept": DICOM_JSON}
+    async def _fetch(self, ctx: LoadContext, url: str) -> None:
+        response = await ctx.http.get(
+            f"{url}/metadata", image_id=ctx.image_id, headers={"Accept": DICOM_JSON}
+        )
+        try:
+            items = json.loads(response.body)
+        except ValueError as exc:
+            raise ResponseFormatError(
+                f"instance metadata is not JSON: {exc}", image_id=ctx.image_id, url=url
+            ) from exc
+        if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+            raise ResponseFormatError(
+                "instance metadata is not a list of one dataset", image_id=ctx.image_id, url=url
             )
-            try:
-                items = json.loads(response.body)
-            except ValueError as exc:
-                raise ResponseFormatError(
-                    f"instance metadata is not JSON: {exc}", image_id=ctx.image_id, url=url
-                ) from exc
-            if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
-                raise ResponseFormatError(
-                    "instance metadata is not a list of one dataset",
-                    image_id=ctx.image_id,
-                    url=url,
-                )
-            [(_, ds, frames)] = await parse_instances(ctx.http, [(url, items[0])], ctx.image_id)
-            register_instance(self._loader, url, ds, frames)
-            return ds
-
-        return await self._datasets.get(url, fetch)
-
-    def pixel_params(
-        self, ref: WadoRsRef, modules: Mapping[str, Any], syntax: str, ctx: LoadContext
-    ) -> PixelParams:
-        """Pixel parameters for one frame in ``syntax``: from the dataset when held."""
-        ds = self._datasets.peek(ref.instance_url)
-        if ds is not None:
-            return pixel_params(
-                ds, syntax, frame=ref.frame, image_id=ctx.image_id, limits=ctx.limits
-            )
-        return pixel_params_from_modules(modules, syntax, image_id=ctx.image_id)
-
-
-def instance_registry(loader: LoaderServices) -> InstanceRegistry:
-    """The loader's instance registry."""
-    return loader.shared("wadors:instances", lambda: InstanceRegistry(loader))
+        [(_, ds, frames)] = await parse_instances(ctx.http, [(url, items[0])], ctx.image_id)
+        register_instance(self._loader, url, ds, frames)

@@ -224,9 +224,10 @@ def pixel_params_from_modules(
     *,
     image_id: str | None = None,
 ) -> PixelParams:
-    """Pixel parameters rebuilt from registered modules, when the dataset is gone.
+    """Pixel parameters from an image's metadata modules: the one derivation.
 
-    PET SUV and RTDOSE DoseGridScaling come from the ``scalingModule``.
+    The modules a loader registers carry all a decode needs (PALETTE COLOR tables
+    in ``imagePixelModule``; PET SUV and RTDOSE DoseGridScaling in ``scalingModule``).
     """
     pixel = _module(modules, "imagePixelModule", ImagePixelModule, image_id)
     if not isinstance(pixel, ImagePixelModule):

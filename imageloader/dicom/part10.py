@@ -4,8 +4,8 @@
 worker thread, never on the event loop) and returns a :class:`Part10Object` whose
 :meth:`~Part10Object.frame` gives one frame's bytes, 1-based, in O(1) for native
 pixel data (a ``memoryview`` slice, no copy) and through an offset index built on
-first use for encapsulated pixel data. :func:`pixel_params` reads what a decode
-worker needs from a dataset.
+first use for encapsulated pixel data. :func:`pixel_params` checks a dataset and
+gives what a decode worker needs (through its metadata modules).
 
 Frames are raw: big endian native frames stay big endian (the decoder swaps), except
 8-bit data encoded as OW in big endian, whose 16-bit words are swapped back once
@@ -36,15 +36,15 @@ from ..decode.params import PixelParams
 from ..errors import (
     DecodeError,
     ImageTooLargeError,
-    InvalidImageIdError,
     MetadataError,
     NotFoundError,
 )
+from ..imageid import check_frame
 from ..limits import Limits
 from ._encapsulated import FrameIndex, build_frame_index
 from ._palette import PaletteError, read_palette
-from ._suv import suv_body_weight
-from ._values import FrameView, decoder_syntax, element_value, frame_count, to_string
+from ._values import FrameView, element_value, frame_count, to_string
+from .modules import metadata_modules, pixel_params_from_modules
 
 __all__ = ["Part10Object", "frame_count", "parse_part10", "pixel_params", "read_header"]
 
@@ -251,10 +251,7 @@ class Part10Object:
 
     def frame(self, n: int) -> bytes | memoryview:
         """Frame ``n`` (1-based): a zero-copy view where possible, else bytes."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.number_of_frames:
-            raise InvalidImageIdError(
-                f"frame {n!r} is outside 1..{self.number_of_frames}", image_id=self.image_id
-            )
+        check_frame(n, self.number_of_frames, self.image_id)
         if not self.is_encapsulated:
             return self._native_frame(n)
         index = self._index
@@ -387,9 +384,12 @@ def pixel_params(
 ) -> PixelParams:
     """The pixel module and modality LUT inputs a decode worker needs for ``frame``.
 
-    Rescale slope and intercept come from the frame's functional groups when the
-    object has them. ``transfer_syntax_uid`` is reported as the syntax of the frame
-    bytes: deflated and encapsulated-uncompressed objects give explicit VR little endian.
+    The dataset is checked first, so that what is missing or unusable is named; the
+    parameters are then those of the frame's metadata modules
+    (:func:`~.modules.pixel_params_from_modules`). Rescale slope and intercept come
+    from the frame's functional groups when the object has them.
+    ``transfer_syntax_uid`` is reported as the syntax of the frame bytes: deflated and
+    encapsulated-uncompressed objects give explicit VR little endian.
     """
     if any(element_value(ds, k) is not None for k in _PIXEL_KEYWORDS[1:]):
         raise DecodeError("float pixel data is not supported yet", image_id=image_id)
@@ -397,12 +397,11 @@ def pixel_params(
     rows = _required_int(view, "Rows", image_id)
     columns = _required_int(view, "Columns", image_id)
     _check_frame_size(rows, columns, limits, image_id)
-    bits_allocated = _required_int(view, "BitsAllocated", image_id)
-    samples = _required_int(view, "SamplesPerPixel", image_id)
+    for keyword in ("BitsAllocated", "SamplesPerPixel"):
+        _required_int(view, keyword, image_id)
     photometric = to_string(view.value("PhotometricInterpretation"))
     if photometric is None:
         raise MetadataError("missing PhotometricInterpretation", image_id=image_id)
-    palette = None
     if photometric == "PALETTE COLOR":
         try:
             palette = read_palette(ds, little_endian=ds.original_encoding[1] is not False)
@@ -410,21 +409,5 @@ def pixel_params(
             raise MetadataError(f"unusable palette: {exc}", image_id=image_id) from exc
         if palette is None:
             raise MetadataError("PALETTE COLOR without lookup tables", image_id=image_id)
-    modality = to_string(view.root_value("Modality"))
-    return PixelParams(
-        transfer_syntax_uid=decoder_syntax(transfer_syntax_uid),
-        rows=rows,
-        columns=columns,
-        samples_per_pixel=samples,
-        bits_allocated=bits_allocated,
-        bits_stored=view.integer("BitsStored") or bits_allocated,
-        pixel_representation=view.integer("PixelRepresentation") or 0,
-        photometric_interpretation=photometric,
-        planar_configuration=view.integer("PlanarConfiguration") or 0,
-        rescale_slope=view.number("RescaleSlope"),
-        rescale_intercept=view.number("RescaleIntercept"),
-        modality=modality,
-        suvbw=suv_body_weight(view),
-        dose_grid_scaling=view.number("DoseGridScaling") if modality == "RTDOSE" else None,
-        palette=palette,
-    )
+    modules = metadata_modules(ds, frame=frame)
+    return pixel_params_from_modules(modules, transfer_syntax_uid, image_id=image_id)

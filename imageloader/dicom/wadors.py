@@ -20,23 +20,21 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..context import LoadContext
-from ..errors import (
-    FetchError,
-    ImageLoaderError,
-    InvalidImageIdError,
-    MetadataError,
-    ResponseFormatError,
-)
+from ..errors import FetchError, InvalidImageIdError, MetadataError, ResponseFormatError
 from ..http import RETRY_STATUSES, HttpResponse
 from ..image import Image
+from ..imageid import http_url
+from ..inflight import Flight
 from ..registry import split_scheme
 from .frames import parse_frame_number
 from .image import decode_to_image
-from .instances import InstanceRegistry, WadoRsRef, instance_registry
+from .instances import InstanceFetcher, WadoRsRef
+from .modules import pixel_params_from_modules
 from .multipart import (
     Part,
     is_multipart,
@@ -44,11 +42,13 @@ from .multipart import (
     transfer_syntax_from_content_type,
 )
 
+if TYPE_CHECKING:
+    from ..context import LoaderServices
+
 __all__ = [
+    "WadoRsLoader",
     "WadoRsOptions",
     "WadoRsRef",
-    "load_wadors",
-    "load_wadors_metadata",
     "parse_wadors_id",
     "wadors_options",
 ]
@@ -79,7 +79,7 @@ _WADORS = re.compile(
 
 @dataclass(slots=True)
 class WadoRsOptions:
-    """How ``wadors:`` asks for frames (per loader: see :func:`wadors_options`)."""
+    """How ``wadors:`` asks for frames (per ImageLoader: see :func:`wadors_options`)."""
 
     #: Accept headers to try in order: the stored bytes first, then a transcode to
     #: explicit VR little endian for what a server cannot send as stored (Orthanc
@@ -96,35 +96,33 @@ class WadoRsOptions:
     accept_encoding: str = "identity"
 
 
-def wadors_options(ctx_or_loader: LoadContext | object) -> WadoRsOptions:
-    """The loader's WADO-RS options (mutable; set them before loading)."""
-    loader = getattr(ctx_or_loader, "loader", ctx_or_loader)
-    return loader.shared("wadors:options", WadoRsOptions)  # type: ignore[attr-defined, no-any-return]
+def wadors_options(ctx_or_loader: LoadContext | LoaderServices) -> WadoRsOptions:
+    """The loader's WADO-RS options (mutable; set them before loading).
+
+    The options of its :class:`WadoRsLoader` (``loader.builtin_loader("wadors").options``).
+    """
+    services = ctx_or_loader.loader if isinstance(ctx_or_loader, LoadContext) else ctx_or_loader
+    loader = services.builtin_loader("wadors")
+    assert isinstance(loader, WadoRsLoader)
+    return loader.options
 
 
 def parse_wadors_id(image_id: str) -> WadoRsRef:
     """Split a wadors imageId; raises InvalidImageIdError when it is not one."""
     _, url = split_scheme(image_id)
     match = _WADORS.match(url)
-    if match is None or not _is_text(url):
+    if match is None:
         raise InvalidImageIdError(
             "expected wadors:{base}/studies/{st}/series/{se}/instances/{in}/frames/{n} with n >= 1",
             image_id=image_id,
         )
+    http_url(url, image_id)
     frame = parse_frame_number(match["frame"], image_id)
     return WadoRsRef(match["base"], match["study"], match["series"], match["instance"], frame)
 
 
-def _is_text(url: str) -> bool:
-    """Whether ``url`` can be sent at all (a lone surrogate, as JSON's "\\ud800", cannot)."""
-    try:
-        url.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-_Waiter = tuple[asyncio.Future[tuple[memoryview, str]], str]  # (future, imageId)
+_Frames = dict[int, tuple[memoryview, str]]  # frame number -> (bytes, transfer syntax UID)
+_Waiter = tuple[asyncio.Future[_Frames], str]  # (future, imageId)
 
 
 @dataclass(slots=True)
@@ -137,25 +135,30 @@ class _Instance:
 
 
 class FrameBatcher:
-    """Fetches frames, grouping those of one instance into one request."""
+    """Fetches frames, grouping those of one instance into one request.
 
-    def __init__(self, ctx: LoadContext) -> None:
-        self._loader = ctx.loader
+    A request is a :class:`~imageloader.inflight.Flight` whose awaiters are the
+    loads of its frames: a failure names each load's imageId, and the request stops
+    when every one of them has left.
+    """
+
+    def __init__(self, options: WadoRsOptions) -> None:
+        self._options = options
         self._instances: dict[str, _Instance] = {}
         self._accepted: dict[str, int] = {}  # instance -> index of the Accept that worked
-        self._tasks: set[asyncio.Task[None]] = set()
-        ctx.loader.add_closer(self._close)
+        self._tasks: set[asyncio.Task[_Frames]] = set()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Cancel the requests in flight."""
         for task in self._tasks:
             task.cancel()
 
     async def frame(self, ctx: LoadContext, ref: WadoRsRef) -> tuple[memoryview, str]:
         """The frame's bytes and transfer syntax UID."""
-        options = wadors_options(ctx)
+        options = self._options
         key = ref.instance_url
         state = self._instances.setdefault(key, _Instance())
-        future: asyncio.Future[tuple[memoryview, str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Frames] = asyncio.get_running_loop().create_future()
         waiter = (future, ctx.image_id)
         state.pending.setdefault(ref.frame, []).append(waiter)
         if not options.batch_frames:
@@ -166,84 +169,55 @@ class FrameBatcher:
             state.scheduled = True
             asyncio.get_running_loop().call_soon(self._start_scheduled, ctx, key, state)
         try:
-            return await future
+            return (await future)[ref.frame]
         finally:
-            if not future.done():  # this caller left before its frame was requested
-                waiters = state.pending.get(ref.frame)
-                if waiters is not None and waiter in waiters:
-                    waiters.remove(waiter)
-                    if not waiters:
-                        del state.pending[ref.frame]
+            waiters = state.pending.get(ref.frame)
+            if waiters is not None and waiter in waiters:  # left before its request
+                waiters.remove(waiter)
+                if not waiters:
+                    del state.pending[ref.frame]
 
     def _start_scheduled(self, ctx: LoadContext, key: str, state: _Instance) -> None:
         state.scheduled = False
-        if state.in_flight < wadors_options(ctx).requests_per_instance:
+        if state.in_flight < self._options.requests_per_instance:
             self._start(ctx, key, state)
 
     def _start(self, ctx: LoadContext, key: str, state: _Instance) -> None:
-        options = wadors_options(ctx)
-        batch = ctx.limits.max_frames_per_request if options.batch_frames else 1
+        batch = ctx.limits.max_frames_per_request if self._options.batch_frames else 1
         frames = sorted(state.pending)[:batch]
         if not frames:
             if state.in_flight == 0 and not state.scheduled and self._instances.get(key) is state:
                 del self._instances[key]  # every waiter left before its request
             return
-        waiters = {n: state.pending.pop(n) for n in frames}
+        waiters = [waiter for n in frames for waiter in state.pending.pop(n)]
         state.in_flight += 1
-        task = asyncio.ensure_future(self._fetch(ctx, key, state, frames, waiters))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        futures = [future for pairs in waiters.values() for future, _ in pairs]
+        flight = Flight(self._fetch(ctx, key, frames))
+        self._tasks.add(flight.task)
+        flight.task.add_done_callback(lambda task: self._fetched(ctx, key, state, task))
+        for future, image_id in waiters:
+            flight.attach(future, image_id)
+        if not flight.awaiters:
+            flight.task.cancel()  # every caller left before the request started
 
-        def abandon(_: object) -> None:
-            # Every caller of this request left: stop it (the connection is closed).
-            if all(f.cancelled() for f in futures) and not task.done():
-                task.cancel()
-
-        for future in futures:
-            future.add_done_callback(abandon)
-
-    async def _fetch(
-        self,
-        ctx: LoadContext,
-        key: str,
-        state: _Instance,
-        frames: list[int],
-        waiters: dict[int, list[_Waiter]],
+    def _fetched(
+        self, ctx: LoadContext, key: str, state: _Instance, task: asyncio.Task[_Frames]
     ) -> None:
-        # The request serves several loads: errors are restated for each imageId.
-        image_id = ctx.image_id
-        try:
-            url = f"{key}/frames/{','.join(map(str, frames))}"
-            response = await self._get(ctx, key, url)
-            parts = split_frames(response.body, response.content_type, len(frames), image_id, url)
-            for n, part in zip(frames, parts, strict=True):
-                result = (part.data, part_syntax(part))
-                for future, _ in waiters[n]:
-                    if not future.done():
-                        future.set_result(result)
-        except BaseException as exc:
-            for pairs in waiters.values():
-                for future, waiter_id in pairs:
-                    if future.done():
-                        continue
-                    if isinstance(exc, ImageLoaderError):
-                        future.set_exception(exc.for_image(waiter_id))
-                    elif isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            state.in_flight -= 1
-            if state.pending:
-                self._start(ctx, key, state)
-            elif state.in_flight == 0 and self._instances.get(key) is state:
-                del self._instances[key]
+        # A done callback: also reached by a request cancelled before it started.
+        self._tasks.discard(task)
+        state.in_flight -= 1
+        if state.pending:
+            self._start(ctx, key, state)
+        elif state.in_flight == 0 and self._instances.get(key) is state:
+            del self._instances[key]
+
+    async def _fetch(self, ctx: LoadContext, key: str, frames: list[int]) -> _Frames:
+        url = f"{key}/frames/{','.join(map(str, frames))}"
+        response = await self._get(ctx, key, url)
+        parts = split_frames(response.body, response.content_type, len(frames), ctx.image_id, url)
+        return {n: (part.data, part_syntax(part)) for n, part in zip(frames, parts, strict=True)}
 
     async def _get(self, ctx: LoadContext, key: str, url: str) -> HttpResponse:
-        accepts = wadors_options(ctx).accept
+        accepts = self._options.accept
         first = self._accepted.get(key, 0)
         for index in range(first, len(accepts)):
             last = index == len(accepts) - 1
@@ -253,7 +227,7 @@ class FrameBatcher:
                     image_id=ctx.image_id,
                     headers={
                         "Accept": accepts[index],
-                        "Accept-Encoding": wadors_options(ctx).accept_encoding,
+                        "Accept-Encoding": self._options.accept_encoding,
                     },
                     retry_statuses=RETRY_STATUSES if last else _TRANSIENT,
                 )
@@ -304,27 +278,35 @@ def split_frames(
     return parts
 
 
-def _batcher(ctx: LoadContext) -> FrameBatcher:
-    return ctx.loader.shared("wadors:batcher", lambda: FrameBatcher(ctx))
+class WadoRsLoader:
+    """The ``wadors:`` loader of one ImageLoader: its options, instances and frame requests."""
 
+    def __init__(self, services: LoaderServices) -> None:
+        #: How frames are asked for (mutable: see :func:`wadors_options`).
+        self.options = WadoRsOptions()
+        self.instances = InstanceFetcher(services)
+        self.batcher = FrameBatcher(self.options)
 
-async def load_wadors(image_id: str, ctx: LoadContext) -> Image:
-    """The ``wadors:`` loader."""
-    ref = parse_wadors_id(image_id)
-    instances: InstanceRegistry = instance_registry(ctx.loader)
-    modules = ctx.metadata.modules(image_id)
-    if "imagePixelModule" not in modules:
-        await instances.fetch_instance(ctx, ref)
+    async def aclose(self) -> None:
+        """Cancel the metadata and frame requests in flight."""
+        self.instances.close()
+        self.batcher.close()
+
+    async def load(self, image_id: str, ctx: LoadContext) -> Image:
+        """One frame: metadata from the registry (else the instance's), bytes batched."""
+        ref = parse_wadors_id(image_id)
         modules = ctx.metadata.modules(image_id)
         if "imagePixelModule" not in modules:
-            raise MetadataError("no imagePixelModule for this frame", image_id=image_id)
-    data, syntax = await _batcher(ctx).frame(ctx, ref)
-    params = instances.pixel_params(ref, modules, syntax, ctx)
-    return await decode_to_image(image_id, ctx, data, params, modules, syntax)
+            await self.instances.fetch_instance(ctx, ref)
+            modules = ctx.metadata.modules(image_id)
+            if "imagePixelModule" not in modules:
+                raise MetadataError("no imagePixelModule for this frame", image_id=image_id)
+        data, syntax = await self.batcher.frame(ctx, ref)
+        params = pixel_params_from_modules(modules, syntax, image_id=image_id)
+        return await decode_to_image(image_id, ctx, data, params, modules, syntax)
 
-
-async def load_wadors_metadata(image_id: str, ctx: LoadContext) -> None:
-    """Fetch and register the instance's metadata unless the frame already has it."""
-    ref = parse_wadors_id(image_id)
-    if "imagePixelModule" not in ctx.metadata.modules(image_id):
-        await instance_registry(ctx.loader).fetch_instance(ctx, ref)
+    async def load_metadata(self, image_id: str, ctx: LoadContext) -> None:
+        """Fetch and register the instance's metadata unless the frame already has it."""
+        ref = parse_wadors_id(image_id)
+        if "imagePixelModule" not in ctx.metadata.modules(image_id):
+            await self.instances.fetch_instance(ctx, ref)

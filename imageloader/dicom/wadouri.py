@@ -10,18 +10,23 @@ cached frames leave the image cache.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlunsplit
 
 from ..context import LoadContext
 from ..errors import InvalidImageIdError
 from ..image import Image
+from ..imageid import check_frame, http_url
 from ..registry import split_scheme
-from .frames import decode_part10_frame, parse_frame_number, part10_objects, read_part10
+from .frames import Part10Loader, parse_frame_number, read_part10
 from .modules import metadata_modules
 from .part10 import Part10Object
 
-__all__ = ["load_wadouri", "load_wadouri_metadata", "parse_wadouri_id"]
+if TYPE_CHECKING:
+    from ..context import LoaderServices
+
+__all__ = ["WadoUriLoader", "parse_wadouri_id"]
 
 SCHEMES = ("wadouri", "dicomweb")
 
@@ -29,14 +34,7 @@ SCHEMES = ("wadouri", "dicomweb")
 def parse_wadouri_id(image_id: str) -> tuple[str, int]:
     """The object's URL (without ``frame``) and the 1-based frame number."""
     _, url = split_scheme(image_id)
-    try:
-        url.encode("utf-8")  # a lone surrogate (JSON's "\ud800") can never be sent
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - checks the port number
-    except ValueError as exc:
-        raise InvalidImageIdError(f"malformed URL: {exc}", image_id=image_id) from exc
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidImageIdError("expected an http(s) URL after the scheme", image_id=image_id)
+    parts = http_url(url, image_id)
     query = parse_qsl(parts.query, keep_blank_values=True)
     frames = [value for key, value in query if key == "frame"]
     if len(frames) > 1:
@@ -56,7 +54,9 @@ def _key_of(image_id: str) -> str | None:
         return None
 
 
-def _fetcher(url: str, ctx: LoadContext, image_id: str) -> Callable[[], Awaitable[Part10Object]]:
+def _fetcher(
+    url: str, ctx: LoadContext, image_id: str
+) -> Callable[[], Coroutine[Any, Any, Part10Object]]:
     async def fetch() -> Part10Object:
         # Not gzipped: pixel data barely compresses, and the server pays for trying.
         response = await ctx.http.get(
@@ -67,22 +67,20 @@ def _fetcher(url: str, ctx: LoadContext, image_id: str) -> Callable[[], Awaitabl
     return fetch
 
 
-async def load_wadouri(image_id: str, ctx: LoadContext) -> Image:
-    """The ``wadouri:`` / ``dicomweb:`` loader."""
-    url, frame = parse_wadouri_id(image_id)
-    objects = part10_objects(ctx, "wadouri", _key_of)
-    return await decode_part10_frame(
-        image_id, ctx, objects, url, _fetcher(url, ctx, image_id), frame
-    )
+class WadoUriLoader(Part10Loader):
+    """The ``wadouri:`` / ``dicomweb:`` loader of one ImageLoader (one object cache for both)."""
 
+    def __init__(self, services: LoaderServices) -> None:
+        super().__init__(services, _key_of)
 
-async def load_wadouri_metadata(image_id: str, ctx: LoadContext) -> None:
-    """Register the frame's metadata modules (the object is downloaded, and kept, whole)."""
-    url, frame = parse_wadouri_id(image_id)
-    objects = part10_objects(ctx, "wadouri", _key_of)
-    obj = await objects.get(url, _fetcher(url, ctx, image_id))
-    if frame > obj.number_of_frames:
-        raise InvalidImageIdError(
-            f"frame {frame} is outside 1..{obj.number_of_frames}", image_id=image_id
-        )
-    ctx.metadata.store.add(image_id, metadata_modules(obj.dataset, frame=frame))
+    async def load(self, image_id: str, ctx: LoadContext) -> Image:
+        """One frame of a Part 10 object over HTTP."""
+        url, frame = parse_wadouri_id(image_id)
+        return await self.decode_frame(image_id, ctx, url, _fetcher(url, ctx, image_id), frame)
+
+    async def load_metadata(self, image_id: str, ctx: LoadContext) -> None:
+        """Register the frame's metadata modules (the object is downloaded, and kept, whole)."""
+        url, frame = parse_wadouri_id(image_id)
+        obj = await self.objects.get(url, _fetcher(url, ctx, image_id))
+        check_frame(frame, obj.number_of_frames, image_id)
+        ctx.metadata.store.add(image_id, metadata_modules(obj.dataset, frame=frame))

@@ -11,16 +11,13 @@ import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from ..errors import (
-    ImageLoaderError,
-    InvalidImageIdError,
-    LoaderClosedError,
-)
+from ..decode.image import create_image
+from ..decode.params import DecodedFrame
+from ..errors import InvalidImageIdError, LoaderClosedError
 from ..image import Image
-from ..imageid import split_scheme
-from ..metadata import VoiLutModule
+from ..imageid import check_frame, http_url, split_scheme
+from ..metadata import ModalityLutModule, VoiLutModule
 from ..objectcache import ObjectCache
 from .geometry import frame_modules, voi_module
 from .header import HeaderReader, NiftiInfo, check_limits, parse_header, read_file_head
@@ -33,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEME",
+    "NiftiLoader",
     "create_nifti_image_ids",
     "load_nifti",
     "load_nifti_metadata",
@@ -74,12 +72,7 @@ def _is_url(source: str) -> bool:
 
 def _check_source(source: str, image_id: str) -> None:
     if _is_url(source):
-        try:
-            netloc = urlsplit(source).netloc
-        except ValueError as exc:
-            raise InvalidImageIdError(f"malformed URL: {exc}", image_id=image_id) from exc
-        if not netloc:
-            raise InvalidImageIdError("the URL has no host", image_id=image_id)
+        http_url(source, image_id)
     elif "://" in source:
         raise InvalidImageIdError(
             "only http(s) URLs and local paths can be read", image_id=image_id
@@ -164,105 +157,104 @@ async def create_nifti_image_ids(
     return [image_id for image_id, _ in entries]
 
 
-def _headers(loader: LoaderServices) -> ObjectCache[NiftiInfo]:
-    # Headers are small: many files' worth are kept, so that the metadata of many
-    # slices of one file costs one header read.
-    return loader.shared(
-        "nifti:headers",
-        lambda: ObjectCache(max_entries=256, max_bytes=256, size_of=lambda _: 1),
-    )
+class NiftiLoader:
+    """The ``nifti:`` loader of one ImageLoader: the headers and files it holds."""
 
-
-async def load_nifti_metadata(image_id: str, ctx: LoadContext) -> None:
-    """The ``nifti:`` metadata loader: a slice's modules from its file's header alone.
-
-    For imageIds not made by :func:`create_nifti_image_ids` (volumes call this for
-    slices whose metadata is unknown). One header read serves every slice of a
-    file; modules already registered for the imageId are kept.
-    """
-    source, frame = parse_nifti_id(image_id)
-
-    async def read() -> NiftiInfo:
-        return (await read_nifti_header(ctx.loader, source))[0]
-
-    try:
-        info = await _headers(ctx.loader).get(source, read)
-    except ImageLoaderError as exc:
-        raise exc.for_image(image_id) from exc.__cause__
-    if frame >= info.frames:
-        raise InvalidImageIdError(
-            f"frame {frame} is outside 0..{info.frames - 1}", image_id=image_id
+    def __init__(self, services: LoaderServices) -> None:
+        # A file is worth keeping if the image cache could hold its slices: one
+        # larger than both bounds is served to the slices loading now, then dropped.
+        self.keep_limit = max(services.limits.dataset_cache_bytes, services.cache.max_size_bytes)
+        # Headers are small: many files' worth are kept, so that the metadata of
+        # many slices of one file costs one header read.
+        self.headers: ObjectCache[NiftiInfo] = ObjectCache(
+            max_entries=256, max_bytes=256, size_of=lambda _: 1
         )
-    store = ctx.metadata.store
-    known = store.modules(image_id)
-    modules = frame_modules(info, source, frame, DEFAULT_MODALITY)
-    store.add(image_id, {name: m for name, m in modules.items() if name not in known})
-
-
-# -- loading ----------------------------------------------------------------------------
-def _keep_limit(ctx: LoadContext) -> int:
-    # A volume is worth keeping if the image cache could hold its slices: a volume
-    # larger than both bounds is served to the slices loading now, then dropped.
-    return max(ctx.limits.dataset_cache_bytes, ctx.loader.cache.max_size_bytes)
-
-
-def _volumes(ctx: LoadContext) -> ObjectCache[NiftiVolume]:
-    loader = ctx.loader
-    return loader.shared(
-        "nifti:volumes",
-        lambda: ObjectCache(
-            max_entries=ctx.limits.dataset_cache_entries,
-            max_bytes=_keep_limit(ctx),
+        self.volumes: ObjectCache[NiftiVolume] = ObjectCache(
+            max_entries=services.limits.dataset_cache_entries,
+            max_bytes=self.keep_limit,
             size_of=lambda volume: volume.size_in_bytes,
             key_of=_key_of,
-            events=loader.events,
-        ),
-    )
-
-
-async def _download(source: str, ctx: LoadContext, image_id: str) -> NiftiVolume:
-    if _is_url(source):
-        body = (await ctx.http.get(source, image_id=image_id)).body
-    else:
-        path = await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
-        body = await asyncio.to_thread(read_file, path, ctx.limits.max_response_bytes, image_id)
-    volume = await asyncio.to_thread(read_volume, body, image_id, ctx.limits)
-    if volume.size_in_bytes > _keep_limit(ctx):
-        logger.warning(
-            "%s: %d bytes of voxels is more than the cache holds; each of its slices "
-            "will download it again",
-            source,
-            volume.size_in_bytes,
+            events=services.events,
         )
-    return volume
+
+    async def aclose(self) -> None:
+        """Drop the headers and files held, and cancel their reads."""
+        self.headers.clear()
+        self.volumes.clear()
+
+    async def load_metadata(self, image_id: str, ctx: LoadContext) -> None:
+        """A slice's modules from its file's header alone.
+
+        For imageIds not made by :func:`create_nifti_image_ids` (volumes call this
+        for slices whose metadata is unknown). One header read serves every slice
+        of a file; modules already registered for the imageId are kept.
+        """
+        source, frame = parse_nifti_id(image_id)
+
+        async def read() -> NiftiInfo:
+            return (await read_nifti_header(ctx.loader, source))[0]
+
+        info = await self.headers.get(source, read, image_id=image_id)
+        check_frame(frame, info.frames, image_id, first=0)
+        store = ctx.metadata.store
+        known = store.modules(image_id)
+        modules = frame_modules(info, source, frame, DEFAULT_MODALITY)
+        store.add(image_id, {name: m for name, m in modules.items() if name not in known})
+
+    async def load(self, image_id: str, ctx: LoadContext) -> Image:
+        """One frame of a NIfTI file (the file downloaded or read once for all)."""
+        source, frame = parse_nifti_id(image_id)
+        if not _is_url(source):
+            # Every imageId passes the policy, even when its file is already held.
+            await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
+        # One download serves many slices: an error names this one.
+        volume = await self.volumes.get(
+            source, lambda: self._download(source, ctx, image_id), image_id=image_id
+        )
+        info = volume.info
+        check_frame(frame, info.frames, image_id, first=0)
+        store = ctx.metadata.store
+        if image_id not in store:
+            store.add(image_id, frame_modules(info, source, frame, DEFAULT_MODALITY))
+        if store("voiLutModule", image_id) is None:
+            # No display range in the header: the whole file's, so every slice of a
+            # volume opens with the same window.
+            store.add(image_id, {"voiLutModule": _data_window(volume)})
+        return await asyncio.to_thread(
+            _create_image, image_id, volume, frame, ctx.options.prescale, store.modules(image_id)
+        )
+
+    async def _download(self, source: str, ctx: LoadContext, image_id: str) -> NiftiVolume:
+        if _is_url(source):
+            body = (await ctx.http.get(source, image_id=image_id)).body
+        else:
+            path = await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
+            body = await asyncio.to_thread(read_file, path, ctx.limits.max_response_bytes, image_id)
+        volume = await asyncio.to_thread(read_volume, body, image_id, ctx.limits)
+        if volume.size_in_bytes > self.keep_limit:
+            logger.warning(
+                "%s: %d bytes of voxels is more than the cache holds; each of its slices "
+                "will download it again",
+                source,
+                volume.size_in_bytes,
+            )
+        return volume
+
+
+def _loader(ctx: LoadContext) -> NiftiLoader:
+    loader = ctx.loader.builtin_loader(SCHEME)
+    assert isinstance(loader, NiftiLoader)
+    return loader
 
 
 async def load_nifti(image_id: str, ctx: LoadContext) -> Image:
-    """The ``nifti:`` loader: one frame of a NIfTI file."""
-    source, frame = parse_nifti_id(image_id)
-    if not _is_url(source):
-        # Every imageId passes the policy, even when its file is already held.
-        await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
-    try:
-        volume = await _volumes(ctx).get(source, lambda: _download(source, ctx, image_id))
-    except ImageLoaderError as exc:
-        # One download serves many slices: name this one in its error.
-        raise exc.for_image(image_id) from exc.__cause__
-    info = volume.info
-    if frame >= info.frames:
-        raise InvalidImageIdError(
-            f"frame {frame} is outside 0..{info.frames - 1}", image_id=image_id
-        )
-    store = ctx.metadata.store
-    if image_id not in store:
-        store.add(image_id, frame_modules(info, source, frame, DEFAULT_MODALITY))
-    if store("voiLutModule", image_id) is None:
-        # No display range in the header: the whole file's, so every slice of a
-        # volume opens with the same window.
-        store.add(image_id, {"voiLutModule": _data_window(volume)})
-    return await asyncio.to_thread(
-        _create_image, image_id, volume, frame, ctx.options.prescale, store.modules(image_id)
-    )
+    """The ``nifti:`` loader: one frame of a NIfTI file (the ImageLoader's :class:`NiftiLoader`)."""
+    return await _loader(ctx).load(image_id, ctx)
+
+
+async def load_nifti_metadata(image_id: str, ctx: LoadContext) -> None:
+    """The ``nifti:`` metadata loader: a slice's modules from its file's header alone."""
+    await _loader(ctx).load_metadata(image_id, ctx)
 
 
 def _data_window(volume: NiftiVolume) -> VoiLutModule:
@@ -279,24 +271,24 @@ def _create_image(
 ) -> Image:
     """The Image of one frame (blocking: runs in a worker thread)."""
     cut = frame_pixels(volume, frame, prescale)
-    # The stored modules, which a caller may have replaced: tolerate missing fields.
-    plane = modules.get("imagePlaneModule")
+    # The stored modules, which a caller may have replaced: without a usable window,
+    # the whole file's; slope and intercept are those the cut applied (or not).
     voi = modules.get("voiLutModule")
     if not (isinstance(voi, VoiLutModule) and voi.window_center and voi.window_width):
         voi = _data_window(volume)
-    assert voi.window_center and voi.window_width
-    width, center = float(voi.window_width[0]), float(voi.window_center[0])
-    return Image.from_array(
-        image_id,
-        cut.pixels,
-        min_pixel_value=cut.min_value,
-        max_pixel_value=cut.max_value,
-        slope=cut.prescale.slope,
-        intercept=cut.prescale.intercept,
-        window_center=center,
-        window_width=width,
-        row_pixel_spacing=float(getattr(plane, "row_pixel_spacing", None) or 1.0),
-        column_pixel_spacing=float(getattr(plane, "column_pixel_spacing", None) or 1.0),
+    lut = ModalityLutModule(
+        rescale_slope=cut.prescale.slope, rescale_intercept=cut.prescale.intercept
+    )
+    decoded = DecodedFrame(
+        pixels=cut.pixels,
+        min_value=cut.min_value,
+        max_value=cut.max_value,
+        color=False,
+        photometric_interpretation="MONOCHROME2",
         prescale=cut.prescale,
-        decode_time_ms=cut.decode_ms,
+        decode_ms=cut.decode_ms,
+        codec="nifti",
+    )
+    return create_image(
+        image_id, decoded, {**modules, "voiLutModule": voi, "modalityLutModule": lut}
     )

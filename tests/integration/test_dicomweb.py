@@ -12,6 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from imageloader import ImageLoader, dicomweb
+from imageloader.dicom.wadouri import WadoUriLoader
 from imageloader.errors import FetchError
 from imageloader.http import HttpOptions
 from tests.support.encoders import fresh_uids, quiet
@@ -148,8 +149,10 @@ async def test_wadouri_downloads_an_object_once_for_all_its_frames(
     before = loader.http.requests
     await loader.load_and_cache_images(ids)
     assert loader.http.requests - before == 1
-    objects = loader.shared("part10:wadouri", lambda: None)
-    assert objects is not None and len(objects) == 1
+    wadouri = loader.builtin_loader("wadouri")
+    assert isinstance(wadouri, WadoUriLoader)
+    objects = wadouri.objects
+    assert len(objects) == 1
     for image_id in ids:  # the object goes when its last cached frame does
         loader.cache.remove(image_id)
     assert len(objects) == 0

@@ -17,6 +17,7 @@ import pytest
 
 from imageloader import ImageLoader
 from imageloader.decode.params import DecodeOptions
+from imageloader.dicom.dicomfile import DicomFileLoader
 from imageloader.errors import (
     AccessDeniedError,
     DecodeError,
@@ -146,8 +147,10 @@ async def test_the_file_is_parsed_once_for_all_its_frames(loader: ImageLoader) -
     ids = [f"dicomfile:{path}?frame={n}" for n in range(1, 11)]
     images = await loader.load_and_cache_images(ids)
     assert [i.image_id for i in images] == ids
-    objects = loader.shared("part10:dicomfile", lambda: None)
-    assert objects is not None and objects.loads == 1
+    dicomfile = loader.builtin_loader("dicomfile")
+    assert isinstance(dicomfile, DicomFileLoader)
+    objects = dicomfile.objects
+    assert objects.loads == 1
     # Once its last cached frame leaves the image cache, the parsed file goes too.
     assert len(objects) == 1
     for image_id in ids:

@@ -74,6 +74,24 @@ async def test_volume_equals_the_stack_of_its_images(
     np.testing.assert_array_equal(volume.data, stack)
 
 
+async def test_volume_events_follow_cornerstone(loader: ImageLoader, series: list[str]) -> None:
+    seen: list[tuple[str, int]] = []
+    names = (ev.VOLUME_LOADED, ev.IMAGE_LOAD_PROGRESS, ev.IMAGE_VOLUME_LOADING_COMPLETED)
+    for name in names:
+        loader.events.on(name, lambda e: seen.append((e.name, e.detail.get("loaded", 0))))
+    volume = await loader.create_and_cache_volume("events", series)
+    # VOLUME_LOADED: the volume is made and cached (Cornerstone's loadVolume promise),
+    # before any slice has streamed in.
+    assert seen == [(ev.VOLUME_LOADED, 0)]
+    await asyncio.wait_for(volume.loaded(), 60)
+    assert [name for name, _ in seen] == [
+        ev.VOLUME_LOADED,
+        *[ev.IMAGE_LOAD_PROGRESS] * SLICES,
+        ev.IMAGE_VOLUME_LOADING_COMPLETED,
+    ]
+    assert seen[-1] == (ev.IMAGE_VOLUME_LOADING_COMPLETED, SLICES)
+
+
 async def test_slices_are_views_and_bytes_count_once(
     loader: ImageLoader, series: list[str]
 ) -> None:
@@ -107,6 +125,8 @@ async def test_cancel_loading_stops_what_has_not_run(series: list[str]) -> None:
     async with ImageLoader(max_web_workers=0, request_limits={"prefetch": 1}) as loader:
         two = asyncio.Event()
         loader.events.on(ev.IMAGE_LOAD_PROGRESS, lambda e: e.detail["loaded"] >= 2 and two.set())
+        completed: list[object] = []
+        loader.events.on(ev.IMAGE_VOLUME_LOADING_COMPLETED, completed.append)
         volume = await loader.create_and_cache_volume("v", series)
         await asyncio.wait_for(two.wait(), 30)
         volume.cancel_loading()
@@ -115,6 +135,7 @@ async def test_cancel_loading_stops_what_has_not_run(series: list[str]) -> None:
         assert 2 <= volume.loaded_count < SLICES
         await asyncio.sleep(0.05)
         assert loader.in_flight == 0 and loader.request_pool.running() == 0
+        assert not completed  # a cancelled volume never completes (as in Cornerstone)
 
 
 async def test_failed_slices_are_reported(

@@ -10,6 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from imageloader import ImageLoader
+from imageloader.dicom.wadors import WadoRsLoader
 from imageloader.errors import (
     FetchError,
     InvalidImageIdError,
@@ -36,9 +37,9 @@ async def loader() -> AsyncIterator[ImageLoader]:
 def assert_clean(loader: ImageLoader) -> None:
     assert loader.in_flight == 0
     assert loader.request_pool.running() == 0 and loader.request_pool.waiting() == 0
-    batcher = loader.shared("wadors:batcher", lambda: None)
-    if batcher is not None:
-        assert not batcher._instances and not batcher._tasks
+    wadors = loader.builtin_loader("wadors")
+    assert isinstance(wadors, WadoRsLoader)
+    assert not wadors.batcher._instances and not wadors.batcher._tasks
 
 
 async def _reference(loader: ImageLoader, path: str, frame: int = 1) -> np.ndarray:

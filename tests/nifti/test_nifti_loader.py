@@ -34,6 +34,9 @@ from imageloader.nifti import (
     nifti_image_id,
     read_nifti_header,
 )
+from imageloader.nifti.loader import NiftiLoader
+from imageloader.nifti.volume import NiftiVolume
+from imageloader.objectcache import ObjectCache
 from tests.nifti._volumes import SAMPLES, nibabel_frames, nifti_bytes, sample, write
 from tests.web.fileserver import FileServer, file_server
 
@@ -63,8 +66,10 @@ def scaled(stored: np.ndarray, path: Path) -> np.ndarray:
     return stored.astype(np.float64) * slope + inter
 
 
-def volumes(loader: ImageLoader) -> object:
-    return loader.shared("nifti:volumes", lambda: None)
+def volumes(loader: ImageLoader) -> ObjectCache[NiftiVolume]:
+    nifti = loader.builtin_loader("nifti")
+    assert isinstance(nifti, NiftiLoader)
+    return nifti.volumes
 
 
 # -- local files ------------------------------------------------------------------------
@@ -85,7 +90,7 @@ async def test_nibabel_samples_load_as_nibabel_reads_them(loader: ImageLoader, n
         assert image.image_id == ids[k] and not image.color
         assert image.pixel_data.flags.writeable and image.pixel_data.flags.c_contiguous
     # One file, parsed once, for every slice.
-    assert volumes(loader).loads == 1  # type: ignore[attr-defined]
+    assert volumes(loader).loads == 1
 
 
 async def test_second_timepoint_of_a_4d_file(loader: ImageLoader) -> None:
@@ -175,14 +180,14 @@ async def test_the_volume_is_released_with_its_last_cached_slice(
     ids = await create_nifti_image_ids(loader, str(path))
     await loader.load_and_cache_images(ids)
     held = volumes(loader)
-    assert str(path) in held  # type: ignore[operator]
+    assert str(path) in held
     for image_id in ids[:-1]:
         loader.cache.remove(image_id)
-    assert str(path) in held  # type: ignore[operator]
+    assert str(path) in held
     loader.cache.remove(ids[-1])
-    assert str(path) not in held  # type: ignore[operator]
+    assert str(path) not in held
     await loader.load_image(ids[0])
-    assert held.loads == 2  # type: ignore[attr-defined]
+    assert held.loads == 2
 
 
 async def test_paths_outside_the_allowed_roots_are_refused(tmp_path: Path) -> None:
@@ -356,7 +361,7 @@ async def test_cancelling_the_only_slice_stops_the_download(
         await task
     await asyncio.sleep(0.1)
     assert server.completed["slow.nii"] == completed  # the download did not finish
-    assert len(volumes(loader)) == 0 and volumes(loader).loading == 0  # type: ignore[attr-defined]
+    assert len(volumes(loader)) == 0 and volumes(loader).loading == 0
     server.pause = 0.0
     image = await loader.load_image(ids[40])  # a later load starts afresh
     np.testing.assert_array_equal(image.pixel_data, data[:, :, 40].T)
