@@ -19,6 +19,7 @@ from .errors import ImageLoaderError
 from .image import Image, PreScale
 
 if TYPE_CHECKING:
+    from . import dicomweb, geometry, integrations, metadata, nifti, output, render
     from ._default import (
         add_metadata_provider,
         cancel_load_image,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     )
     from .cache import ImageCache
     from .context import LoadContext, LoadOptions
+    from .http import HttpOptions
     from .limits import Limits
     from .loader import ImageLoader
     from .metadata import MetadataRegistry
@@ -54,6 +56,7 @@ _LAZY = {
         "._default",
     ),
     "ImageCache": ".cache",
+    "HttpOptions": ".http",
     "Limits": ".limits",
     "ImageLoader": ".loader",
     "LoadContext": ".context",
@@ -65,8 +68,14 @@ _LAZY = {
     "Volume": ".volume",
 }  # fmt: skip
 
+#: The public submodules, imported on first use too (``imageloader.dicomweb``);
+#: ``errors`` and ``events`` are light and imported above.
+_SUBMODULES = ("dicomweb", "geometry", "integrations", "metadata", "nifti", "output", "render")
+
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)  # the import binds it here
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'imageloader' has no attribute {name!r}")
@@ -76,13 +85,14 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccessPolicy",
+    "HttpOptions",
     "Image",
     "ImageCache",
     "ImageLoader",
@@ -98,16 +108,23 @@ __all__ = [
     "__version__",
     "add_metadata_provider",
     "cancel_load_image",
+    "dicomweb",
     "errors",
     "events",
+    "geometry",
     "get_default_loader",
     "get_metadata",
     "init",
+    "integrations",
     "iter_images",
     "load_and_cache_image",
     "load_and_cache_images",
     "load_image",
+    "metadata",
+    "nifti",
+    "output",
     "register_image_loader",
     "register_unknown_image_loader",
+    "render",
     "shutdown",
 ]

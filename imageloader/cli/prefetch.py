@@ -28,14 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ImageLoaderError
 from ..loader import ImageLoader
-from ..output import (
-    PrefetchJob,
-    PrefetchReport,
-    SeriesWriter,
-    describe_error,
-    plan_resume,
-    series_key,
-)
+from ..output import LocalBackend, PrefetchJob, PrefetchReport, describe_error
 from ..request_pool import DEFAULT_CAPACITY
 from .progress import ProgressBar, format_duration
 from .report import failure_lines, report_document, write_report
@@ -173,13 +166,10 @@ async def _run_dask(
 
     from ..integrations.dask import prefetch_many
 
-    series = ("generalSeriesModule",)
-    known = {i: series_key(m) for i in ids if (m := loader.metadata.modules(i, series))}
+    # The series the listing registered, so a series is written once its frames are in.
+    local = LocalBackend(loader)
+    known = {i: series for i in ids if (series := local.known_series(i)) is not None}
     stop = threading.Event()
-    before = None
-    if args.report is not None and args.output is not None:
-        # What is on disk already, for the report (prefetch_many reads the same).
-        before = await asyncio.to_thread(plan_resume, SeriesWriter(args.output), ids, {})
 
     def run() -> PrefetchReport:
         with Client(args.dask_scheduler, timeout=10) as client:  # type: ignore[no-untyped-call]
@@ -194,21 +184,9 @@ async def _run_dask(
                 stop=stop,
             )
 
-    # The client is synchronous: it runs on a thread, and a signal sets `stop`.
-    report = await _until_signalled(lambda: asyncio.to_thread(run), stop.set)
-    # prefetch_many names the images loaded (image_series) but not the others.
-    report.outcomes.update(dict.fromkeys(report.image_series, "loaded"))
-    if before is not None:
-        to_load, resumed = set(before.to_load), set(before.resumed)
-        for image_id in ids:
-            if image_id in resumed:
-                report.outcomes[image_id] = "resumed"
-            elif image_id not in to_load:
-                report.outcomes[image_id] = "skipped"
-    if args.output is not None and not report.interrupted:
-        # After an interrupt a worker may still be staging a frame: leave it then.
-        await asyncio.to_thread(SeriesWriter(args.output).remove_empty_staging)
-    return report
+    # The client is synchronous: it runs on a thread, and a signal sets `stop`. The
+    # report is the local one's: prefetch_many runs the same engine (PrefetchJob).
+    return await _until_signalled(lambda: asyncio.to_thread(run), stop.set)
 
 
 def _summary(report: PrefetchReport, output: Path | None, report_file: Path | None) -> str:

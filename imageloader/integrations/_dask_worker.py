@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
+from anyio import from_thread
+from anyio.from_thread import start_blocking_portal
+from anyio.lowlevel import current_token
 
-from ..errors import ImageLoaderError, MetadataError
+from ..errors import MetadataError
 from ..image import Image
 from ..loader import ImageLoader
 from ..output import SeriesWriter, WrittenSeries, series_key
@@ -41,20 +45,28 @@ DEFAULT_LOADER_OPTIONS: Mapping[str, Any] = {
     "max_cache_size_bytes": 64 << 20,
 }
 
-# (result per imageId) imageId, series staged into (or known), pixel bytes, error.
-BatchResult = tuple[str, str | None, int, ImageLoaderError | None]
+# (result per imageId) imageId, series staged into (or known), pixel bytes, error
+# (the load's ImageLoaderError, or the OSError that kept its frame from being staged).
+BatchResult = tuple[str, str | None, int, Exception | None]
 
 
 class ProcessLoader:
-    """An ImageLoader on an event loop in a daemon thread; callable from any thread."""
+    """An ImageLoader on an event loop in a thread of its own; callable from any thread.
+
+    The loop and its thread are AnyIO's blocking portal (``start_blocking_portal``);
+    :meth:`run` enters it with ``anyio.from_thread.run`` and the loop's token: one
+    hop to the loop and back (``portal.call`` takes two, ~45 µs more a call).
+    """
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="imageloader-dask-loop", daemon=True
-        )
-        self._thread.start()
-        self.loader: ImageLoader = self.run(self._open(dict(options)))
+        self._portal_cm = start_blocking_portal(name="imageloader-dask-loop")
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._token = self._portal.call(current_token)
+            self.loader: ImageLoader = self._portal.call(self._open, dict(options))
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
 
     @staticmethod
     async def _open(options: dict[str, Any]) -> ImageLoader:
@@ -63,16 +75,26 @@ class ProcessLoader:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loader's loop and wait for its result (from another thread)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return from_thread.run(_awaited, coro, token=self._token)
 
     def close(self, timeout: float = 30.0) -> None:
+        """Close the loader, then stop its loop (waiting ``timeout`` seconds for each)."""
         try:
-            asyncio.run_coroutine_threadsafe(self.loader.aclose(), self._loop).result(timeout)
+            self._portal.start_task_soon(self.loader.aclose).result(timeout)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
-            if not self._thread.is_alive():
-                self._loop.close()
+            with contextlib.suppress(RuntimeError):  # stopped already
+                self._portal.call(self._portal.stop, True)  # cancel what still runs there
+            # The loop's thread ends once its worker threads have; a hung one (a decode
+            # that never returns) must not hang the process's exit: wait only so long.
+            stopper = threading.Thread(
+                target=self._portal_cm.__exit__, args=(None, None, None), daemon=True
+            )
+            stopper.start()
+            stopper.join(timeout)
+
+
+async def _awaited(coro: Coroutine[Any, Any, T]) -> T:
+    return await coro
 
 
 _LOADERS: dict[str, ProcessLoader] = {}
@@ -176,7 +198,11 @@ def prefetch_batch(
                 modules = loader.metadata.modules(result.image_id)
                 series = series_key(modules)
                 if writer is not None:
-                    series = await asyncio.to_thread(writer.stage, result, modules)
+                    try:
+                        series = await asyncio.to_thread(writer.stage, result, modules)
+                    except OSError as exc:  # this frame failed, not the batch
+                        results.append((result.image_id, series, 0, exc))
+                        continue
                 results.append((result.image_id, series, result.pixel_data.nbytes, None))
             else:
                 image_id = result.image_id or "?"

@@ -27,25 +27,30 @@ client can reach (a local disk for a ``LocalCluster``, a shared filesystem other
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from concurrent import futures
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
+from anyio.from_thread import start_blocking_portal
 from dask.delayed import delayed
+from distributed import as_completed
 
 from ..errors import ImageLoaderError
 from ..output import (
+    PrefetchBackend,
+    PrefetchJob,
     PrefetchReport,
     ProgressCallback,
-    SeriesTracker,
     SeriesWriter,
-    describe_error,
-    plan_resume,
+    SettledLoad,
+    WrittenSeries,
 )
 from ._dask_worker import (
     DEFAULT_LOADER_OPTIONS,
@@ -129,86 +134,175 @@ def prefetch_many(
 
     Batches of ``batch_size`` imageIds go to the workers; with ``output`` each frame is
     staged there and each series assembled (by a task) once all its frames are in,
-    skipping what a previous run completed, as :func:`imageloader.output.prefetch`
-    does on one machine. ``series_of`` (imageId → series key, e.g. from DICOMweb
-    metadata the caller registered) lets series be written before the whole run ends.
-    Setting ``stop`` cancels what is still queued and returns (``report.interrupted``).
+    skipping what a previous run completed. It is :func:`imageloader.output.prefetch`'s
+    engine (:class:`~imageloader.output.PrefetchJob`, on an event loop in a thread of
+    its own) with the loading and writing done by the workers, so the report is the
+    same: counts, per-image ``outcomes``, failures with their errors, series written,
+    held or failed; an empty staging area is removed. ``series_of`` (imageId → series
+    key, e.g. from DICOMweb metadata the caller registered) lets series be written
+    before the whole run ends. Setting ``stop`` cancels what is still queued, finishes
+    the series being written and returns (``report.interrupted``).
     """
-    ids = list(dict.fromkeys(image_ids))
-    report = PrefetchReport(total=len(ids))
-    root = str(Path(output).resolve()) if output is not None else None
-    options = _defaults(loader_options)
-    tracker: SeriesTracker | None = None
-    writing: list[tuple[str, Any]] = []
-    if root is not None:
-        plan = plan_resume(SeriesWriter(root), ids, dict(series_of or {}))
-        ids, tracker = plan.to_load, plan.tracker
-        report.skipped, report.resumed = plan.skipped, len(plan.resumed)
-        writing += _submit_finalize(client, root, plan.ready)
-    pending = {
-        client.submit(prefetch_batch, batch, root, options, pure=False): batch
-        for batch in _batches(ids, batch_size)
-    }
-    if progress is not None:
-        progress(report)
+    backend = _DaskBackend(
+        client, batch_size=batch_size, options=_defaults(loader_options), series_of=series_of
+    )
+    root = Path(output).resolve() if output is not None else None
+    job = PrefetchJob(backend, image_ids, output=root, progress=progress)
+    with start_blocking_portal(name="imageloader-prefetch") as portal:
+        task = portal.call(_start, job)
+        finished = portal.start_task_soon(_settle, task)
+        if stop is not None:
+            # A threading.Event wakes nobody: look at it between waits for the job.
+            while not futures.wait([finished], timeout=_STOP_CHECK_SECONDS).done:
+                if stop.is_set():
+                    portal.call(task.cancel)  # the job then finishes its writes
+                    break
+        finished.result()
+    return job.report
+
+
+#: How often :func:`prefetch_many` looks at its ``stop`` event while the job runs.
+_STOP_CHECK_SECONDS = 0.1
+
+
+async def _start(job: PrefetchJob) -> asyncio.Task[PrefetchReport]:
+    return asyncio.ensure_future(job.run())
+
+
+async def _settle(task: asyncio.Task[PrefetchReport]) -> None:
+    """Wait for ``task``: cancelled (``stop``), its report says so; an error is raised."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.result()
+
+
+class _DaskBackend(PrefetchBackend):
+    """Loads and writes in the cluster's workers, for :class:`~imageloader.output.PrefetchJob`.
+
+    Every task this submits goes into one ``distributed.as_completed`` (with results,
+    gathered on the client's loop), drained by one thread while any is outstanding;
+    each result goes to whoever waits for it on the job's event loop.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        batch_size: int,
+        options: Mapping[str, Any],
+        series_of: Mapping[str, str | None] | None,
+    ) -> None:
+        self._client = client
+        self._batch_size = batch_size
+        self._options = options
+        self._series_of = dict(series_of or {})
+        self._completed = as_completed(  # type: ignore[no-untyped-call]
+            loop=client.loop, with_results=True, raise_errors=False
+        )
+        self._waiting: dict[Any, Callable[[Any, Exception | None], None]] = {}
+        self._drain: asyncio.Task[None] | None = None
+
+    def known_series(self, image_id: str) -> str | None:
+        return self._series_of.get(image_id)
+
+    async def load(
+        self, image_ids: Sequence[str], writer: SeriesWriter | None
+    ) -> AsyncGenerator[SettledLoad, None]:
+        root = str(writer.root.resolve()) if writer is not None else None
+        batches = _batches(image_ids, self._batch_size)
+        queue: asyncio.Queue[list[BatchResult]] = asyncio.Queue()
+        # Submitting thousands of tasks takes a while: not on the event loop.
+        submitted = await asyncio.to_thread(self._submit_batches, batches, root)
+        for future, batch in zip(submitted, batches, strict=True):
+            self._expect(future, partial(_put_batch, queue, batch))
+        try:
+            for _ in batches:
+                for result in await queue.get():
+                    yield SettledLoad(*result)
+        finally:
+            # Interrupted (or done): cancel what is still queued.
+            left = [f for f in submitted if f in self._waiting]
+            if left:
+                await asyncio.to_thread(self._client.cancel, left)
+
+    def _submit_batches(self, batches: list[tuple[str, ...]], root: str | None) -> list[Any]:
+        submit = self._client.submit
+        return [submit(prefetch_batch, b, root, self._options, pure=False) for b in batches]
+
+    async def finalize(self, writer: SeriesWriter, series: str) -> WrittenSeries:
+        written: asyncio.Future[WrittenSeries] = asyncio.get_running_loop().create_future()
+
+        def settle(value: Any, error: Exception | None) -> None:
+            if written.done():  # the caller is gone
+                return
+            if error is None:
+                written.set_result(value)
+            else:
+                written.set_exception(error)
+
+        root = str(writer.root.resolve())
+        future = self._client.submit(finalize, root, series, pure=False)
+        self._expect(future, settle)
+        return await written
+
+    async def aclose(self) -> None:
+        if self._waiting:  # cancelled tasks still to come back from the client
+            await asyncio.to_thread(self._client.cancel, list(self._waiting))
+        if self._drain is not None:
+            await self._drain
+
+    def _expect(self, future: Any, settle: Callable[[Any, Exception | None], None]) -> None:
+        """Call ``settle(result, error)`` on this loop when ``future`` is done."""
+        self._waiting[future] = settle
+        self._completed.add(future)  # type: ignore[no-untyped-call]
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.ensure_future(self._drain_completed())
+
+    async def _drain_completed(self) -> None:
+        try:
+            while self._waiting:
+                for future, result in await asyncio.to_thread(_next_completed, self._completed):
+                    settle = self._waiting.pop(future, None)
+                    if settle is not None:
+                        settle(*_outcome(future, result))
+        except Exception as exc:  # the client failed: nothing more will come back
+            waiting, self._waiting = self._waiting, {}
+            for settle in waiting.values():
+                settle(None, exc)
+
+
+def _next_completed(completed: Any) -> list[tuple[Any, Any]]:
+    """The next futures done, with their results (blocks: call it from a thread)."""
     try:
-        while pending:
-            if stop is not None and stop.is_set():
-                report.interrupted = True
-                break
-            done = [f for f in pending if f.done()]
-            if not done:
-                time.sleep(0.05)  # client-side thread, not an event loop
-                continue
-            for future in done:
-                batch = pending.pop(future)
-                for image_id, series, nbytes, error in _batch_results(future, batch):
-                    if error is None:
-                        report.loaded += 1
-                        report.bytes += nbytes
-                        if series is not None:
-                            report.image_series[image_id] = series
-                    else:
-                        report.failures[image_id] = describe_error(error)
-                        report.errors[image_id] = error
-                    if tracker is not None:
-                        ready = tracker.settled(image_id, series, error is None)
-                        writing += _submit_finalize(client, root, ready)
-                if progress is not None:
-                    progress(report)
-    finally:
-        for future in pending:
-            future.cancel()
-        for series, future in writing:
-            _collect_written(series, future, report)
-        if tracker is not None:
-            report.held = sorted(tracker.held)
-        report.finished = time.monotonic()
-    if progress is not None:
-        progress(report)
-    return report
-
-
-def _submit_finalize(client: Any, root: str | None, ready: list[str]) -> list[tuple[str, Any]]:
-    if root is None:
+        batch: list[tuple[Any, Any]] = completed.next_batch(block=True)
+    except StopIteration:  # nothing outstanding
         return []
-    return [(series, client.submit(finalize, root, series, pure=False)) for series in ready]
+    return batch
 
 
-def _batch_results(future: Any, batch: tuple[str, ...]) -> list[BatchResult]:
-    try:
-        results: list[BatchResult] = future.result()
-        return results
-    except ImageLoaderError as exc:
-        return [(i, None, 0, exc.for_image(i)) for i in batch]
-    except Exception as exc:  # a worker died or the task could not run: every frame failed
-        error = ImageLoaderError(f"Dask task failed: {type(exc).__name__}: {exc}")
-        return [(i, None, 0, error.for_image(i)) for i in batch]
+def _outcome(future: Any, result: Any) -> tuple[Any, Exception | None]:
+    """``(value, None)`` or ``(None, error)`` of a future ``as_completed`` gave back."""
+    if future.status == "finished":
+        return result, None
+    if isinstance(result, tuple) and len(result) == 3:  # (type, error, traceback)
+        result = result[1]
+    if isinstance(result, Exception):
+        return None, result
+    # Cancelled (by us, or as the client lost its scheduler): a CancelledError.
+    return None, RuntimeError(f"Dask task {future.key} {future.status}: {result!r}")
 
 
-def _collect_written(series: str, future: Any, report: PrefetchReport) -> None:
-    try:
-        report.written.append(future.result())
-    except Exception as exc:
-        # The series' frames stay staged for a later run; say so rather than drop it.
-        report.failures[f"series:{series}"] = describe_error(exc)
+def _put_batch(
+    queue: asyncio.Queue[list[BatchResult]],
+    batch: tuple[str, ...],
+    value: Any,
+    error: Exception | None,
+) -> None:
+    queue.put_nowait(value if error is None else _batch_failed(batch, error))
+
+
+def _batch_failed(batch: tuple[str, ...], error: Exception) -> list[BatchResult]:
+    """Every frame of a batch whose task failed (a worker died, the task could not run)."""
+    if not isinstance(error, ImageLoaderError):
+        error = ImageLoaderError(f"Dask task failed: {type(error).__name__}: {error}")
+    return [(i, None, 0, error.for_image(i)) for i in batch]

@@ -1,4 +1,4 @@
-"""Bulk prefetch on one machine: load many imageIds at PREFETCH priority, optionally to disk.
+"""Bulk prefetch: load many imageIds at PREFETCH priority, optionally to disk.
 
 ::
 
@@ -6,6 +6,14 @@
         ids = await image_ids_for_series(loader, base, study, series)
         report = await prefetch(loader, ids, output="out/")
     print(report.loaded, report.failures)
+
+:class:`PrefetchJob` is the one prefetch engine: it skips what an earlier run
+completed, resumes what it staged, tracks each series' frames as their loads settle,
+writes a series as soon as it is complete, and fills the :class:`PrefetchReport`
+(counts, per-image outcomes, failures with their errors, series written or held).
+Where images are loaded and series written is its :class:`PrefetchBackend`: on this
+machine an :class:`~imageloader.ImageLoader` (:class:`LocalBackend`), or a Dask
+cluster's workers (:func:`imageloader.integrations.dask.prefetch_many`).
 
 Loads run as a sliding window (``ImageLoader.iter_images``), so memory is what is in
 flight plus, with ``output``, nothing more: each frame is staged to disk as it
@@ -16,14 +24,15 @@ in the report. Cancelling the run leaves a consistent output directory to resume
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from ..errors import ImageLoaderError
 from ..image import Image
 from ..request_pool import RequestType
 from .tracker import SeriesTracker, plan_resume
@@ -32,7 +41,16 @@ from .writer import SeriesWriter, WrittenSeries, series_key
 if TYPE_CHECKING:
     from ..loader import ImageLoader
 
-__all__ = ["PrefetchJob", "PrefetchReport", "ProgressCallback", "describe_error", "prefetch"]
+__all__ = [
+    "LocalBackend",
+    "PrefetchBackend",
+    "PrefetchJob",
+    "PrefetchReport",
+    "ProgressCallback",
+    "SettledLoad",
+    "describe_error",
+    "prefetch",
+]
 
 
 def describe_error(error: BaseException) -> str:
@@ -55,7 +73,7 @@ class PrefetchReport:
     #: imageId → "ErrorType: message", and the error itself.
     failures: dict[str, str] = field(default_factory=dict)
     errors: dict[str, BaseException] = field(default_factory=dict)
-    #: imageId → the series (file stem under ``output``) of each image loaded.
+    #: imageId → the series (file stem under ``output``) of each image loaded, where known.
     image_series: dict[str, str] = field(default_factory=dict)
     #: imageId → "loaded", "skipped" or "resumed" for each image settled without failure
     #: (recorded by :class:`PrefetchJob`; failures are in ``failures``).
@@ -88,19 +106,106 @@ class PrefetchReport:
 ProgressCallback = Callable[[PrefetchReport], None]
 
 
+class SettledLoad(NamedTuple):
+    """One image's load, settled: what a :class:`PrefetchBackend` hands the engine."""
+
+    image_id: str
+    #: The series it was staged into (or, for a failure, its series if known by now).
+    series: str | None
+    #: Decoded pixel bytes (0 for a failure).
+    nbytes: int
+    #: None if it loaded (and, with an output, was staged); else why not.
+    error: BaseException | None
+
+
+class PrefetchBackend(abc.ABC):
+    """Where a :class:`PrefetchJob` loads images and writes series.
+
+    The job decides what to load, tracks series and fills the report; a backend
+    loads (and, with an output, stages each frame with :meth:`SeriesWriter.stage`),
+    and assembles a series (:meth:`SeriesWriter.finalize`) where it likes: here
+    (:class:`LocalBackend`) or on a cluster's workers.
+    """
+
+    @abc.abstractmethod
+    def known_series(self, image_id: str) -> str | None:
+        """The series of ``image_id`` if known before it loads (None if not)."""
+
+    @abc.abstractmethod
+    def load(
+        self, image_ids: Sequence[str], writer: SeriesWriter | None
+    ) -> AsyncGenerator[SettledLoad, None]:
+        """Load ``image_ids`` (staging each frame to ``writer`` if given), yielding each
+        as it settles. Never raises for one image: its error is in its result. Closing
+        the iterator early cancels what is still to load."""
+
+    @abc.abstractmethod
+    async def finalize(self, writer: SeriesWriter, series: str) -> WrittenSeries:
+        """Assemble ``series`` from its staged frames (raises if it cannot)."""
+
+    async def aclose(self) -> None:  # noqa: B027 (optional for subclasses)
+        """Release what the run used (called once the job's loads and writes are done)."""
+
+
+class LocalBackend(PrefetchBackend):
+    """Loads with an :class:`~imageloader.ImageLoader` and writes in its threads."""
+
+    def __init__(
+        self, loader: ImageLoader, request_type: RequestType | str = RequestType.PREFETCH
+    ) -> None:
+        self.loader = loader
+        self.request_type = RequestType(request_type)
+
+    def known_series(self, image_id: str) -> str | None:
+        modules = self.loader.metadata.modules(image_id, ("generalSeriesModule",))
+        return series_key(modules) if modules else None
+
+    async def load(
+        self, image_ids: Sequence[str], writer: SeriesWriter | None
+    ) -> AsyncGenerator[SettledLoad, None]:
+        async for result in self.loader.iter_images(
+            image_ids, request_type=self.request_type, cache=False, return_exceptions=True
+        ):
+            if not isinstance(result, Image):
+                image_id = result.image_id or "?"
+                yield SettledLoad(image_id, self.known_series(image_id), 0, result)
+                continue
+            modules = self.loader.metadata.modules(result.image_id)
+            series = series_key(modules)
+            if writer is not None:
+                try:
+                    series = await asyncio.to_thread(writer.stage, result, modules)
+                except OSError as exc:
+                    yield SettledLoad(result.image_id, series, 0, exc)
+                    continue
+            yield SettledLoad(result.image_id, series, result.pixel_data.nbytes, None)
+
+    async def finalize(self, writer: SeriesWriter, series: str) -> WrittenSeries:
+        return await asyncio.to_thread(writer.finalize, series)
+
+
 class PrefetchJob:
-    """One prefetch run; :attr:`report` stays readable if :meth:`run` is cancelled."""
+    """One prefetch run; :attr:`report` stays readable if :meth:`run` is cancelled.
+
+    ``loader`` is an :class:`~imageloader.ImageLoader` (loads here, at
+    ``request_type``), or a :class:`PrefetchBackend` that loads elsewhere.
+    """
 
     def __init__(
         self,
-        loader: ImageLoader,
+        loader: ImageLoader | PrefetchBackend,
         image_ids: Iterable[str],
         *,
         output: str | os.PathLike[str] | None = None,
         progress: ProgressCallback | None = None,
         request_type: RequestType | str = RequestType.PREFETCH,
     ) -> None:
-        self.loader = loader
+        if isinstance(loader, PrefetchBackend):
+            self.loader: ImageLoader | None = None
+            self.backend = loader
+        else:
+            self.loader = loader
+            self.backend = LocalBackend(loader, request_type)
         self.image_ids = list(dict.fromkeys(image_ids))  # once each, in order
         self.output = output
         self.progress = progress
@@ -108,19 +213,21 @@ class PrefetchJob:
         self.report = PrefetchReport(total=len(self.image_ids))
         self._writing: set[asyncio.Task[None]] = set()
 
-    def _known_series(self, image_id: str) -> str | None:
-        modules = self.loader.metadata.modules(image_id, ("generalSeriesModule",))
-        return series_key(modules) if modules else None
-
     async def run(self) -> PrefetchReport:
-        """Load everything; returns the report (also when some loads failed)."""
+        """Load everything; returns the report (also when some loads failed).
+
+        Cancelled, it finishes the series being written, sets ``report.interrupted``
+        and re-raises; what is still staged is what a rerun resumes from.
+        """
         report = self.report
-        writer = SeriesWriter(self.output) if self.output is not None else None
+        backend = self.backend
+        writer: SeriesWriter | None = None
         to_load = self.image_ids
         tracker: SeriesTracker | None = None
         try:
-            if writer is not None:
-                known = {i: self._known_series(i) for i in to_load}
+            if self.output is not None:
+                writer = await asyncio.to_thread(SeriesWriter, self.output)
+                known = {i: backend.known_series(i) for i in to_load}
                 plan = await asyncio.to_thread(plan_resume, writer, to_load, known)
                 to_load, tracker = plan.to_load, plan.tracker
                 report.skipped, report.resumed = plan.skipped, len(plan.resumed)
@@ -130,54 +237,44 @@ class PrefetchJob:
                     del report.outcomes[image_id]
                 self._write(writer, plan.ready)
             self._tick()
-            async for result in self.loader.iter_images(
-                to_load, request_type=self.request_type, cache=False, return_exceptions=True
-            ):
-                if isinstance(result, Image):
-                    await self._loaded(result, writer, tracker)
-                else:
-                    self._failed(result, writer, tracker)
-                self._tick()
+            async with aclosing(backend.load(to_load, writer)) as results:
+                async for settled in results:
+                    self._settled(settled, writer, tracker)
+                    self._tick()
+        except asyncio.CancelledError:
+            report.interrupted = True
+            raise
         finally:
             if self._writing:
                 # A series being assembled is finished, not torn (even when cancelled).
                 await asyncio.wait(set(self._writing))
+            await backend.aclose()
             if tracker is not None:
                 report.held = sorted(tracker.held)
             report.finished = time.monotonic()
         if writer is not None:
-            # Not when cancelled: a frame being staged on a thread may still land there.
+            # Not when cancelled: a frame being staged may still land there.
             await asyncio.to_thread(writer.remove_empty_staging)
+        self._tick()
         return report
 
-    async def _loaded(
-        self, image: Image, writer: SeriesWriter | None, tracker: SeriesTracker | None
+    def _settled(
+        self, settled: SettledLoad, writer: SeriesWriter | None, tracker: SeriesTracker | None
     ) -> None:
-        if writer is not None and tracker is not None:
-            modules = self.loader.metadata.modules(image.image_id)
-            try:
-                series = await asyncio.to_thread(writer.stage, image, modules)
-            except OSError as exc:
-                self.report.failures[image.image_id] = describe_error(exc)
-                self.report.errors[image.image_id] = exc
-                # The last load to settle may complete other series: write them.
-                self._write(writer, tracker.settled(image.image_id, series_key(modules), False))
-                return
-            self._write(writer, tracker.settled(image.image_id, series, True))
-            self.report.image_series[image.image_id] = series
-        self.report.outcomes[image.image_id] = "loaded"
-        self.report.loaded += 1
-        self.report.bytes += image.pixel_data.nbytes
-
-    def _failed(
-        self, error: ImageLoaderError, writer: SeriesWriter | None, tracker: SeriesTracker | None
-    ) -> None:
-        image_id = error.image_id or "?"
-        self.report.failures[image_id] = describe_error(error)
-        self.report.errors[image_id] = error
+        report = self.report
+        image_id, series, nbytes, error = settled
+        if error is None:
+            report.outcomes[image_id] = "loaded"
+            report.loaded += 1
+            report.bytes += nbytes
+            if series is not None:
+                report.image_series[image_id] = series
+        else:
+            report.failures[image_id] = describe_error(error)
+            report.errors[image_id] = error
         if writer is not None and tracker is not None:
             # The last load to settle may complete other series: write them.
-            self._write(writer, tracker.settled(image_id, self._known_series(image_id), False))
+            self._write(writer, tracker.settled(image_id, series, error is None))
 
     def _write(self, writer: SeriesWriter, ready: list[str]) -> None:
         for series in ready:
@@ -187,8 +284,8 @@ class PrefetchJob:
 
     async def _finalize(self, writer: SeriesWriter, series: str) -> None:
         try:
-            written = await asyncio.to_thread(writer.finalize, series)
-        except (ImageLoaderError, OSError) as exc:
+            written = await self.backend.finalize(writer, series)
+        except Exception as exc:
             # The series' frames stay staged for a later run; say so rather than drop it.
             self.report.failures[f"series:{series}"] = describe_error(exc)
             self.report.errors[f"series:{series}"] = exc

@@ -1,7 +1,7 @@
 """``imageloader prefetch --dask-scheduler``: the report and the staging area on that path.
 
-The Dask integration reports which images it loaded, not which it skipped: the CLI
-completes the ``--report`` from what was on disk before the run.
+The Dask path runs the local path's engine (``PrefetchJob``), so its ``--report`` says
+the same per image (loaded, skipped, failed) and an empty staging area goes the same way.
 """
 
 from __future__ import annotations

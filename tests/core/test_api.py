@@ -2,26 +2,83 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import types
+
 import numpy as np
 import pytest
 
 import imageloader
 from imageloader import errors
 
+#: The submodules a user imports from (README, examples): reachable as attributes.
+PUBLIC_SUBMODULES = {
+    "dicomweb", "errors", "events", "geometry", "integrations", "metadata", "nifti", "output",
+    "render",
+}  # fmt: skip
+
 
 def test_all_is_sorted_and_complete() -> None:
     assert imageloader.__all__ == sorted(imageloader.__all__)
     expected = {
-        "AccessPolicy", "Image", "ImageCache", "ImageLoader", "ImageLoaderError", "Limits",
-        "LoadContext", "LoadOptions", "MetadataRegistry", "PreScale", "RequestPool",
+        "AccessPolicy", "HttpOptions", "Image", "ImageCache", "ImageLoader", "ImageLoaderError",
+        "Limits", "LoadContext", "LoadOptions", "MetadataRegistry", "PreScale", "RequestPool",
         "RequestType", "Volume", "__version__", "add_metadata_provider", "cancel_load_image",
-        "errors", "events", "get_default_loader", "get_metadata", "init", "iter_images",
-        "load_and_cache_image", "load_and_cache_images", "load_image", "register_image_loader",
-        "register_unknown_image_loader", "shutdown",
+        "get_default_loader", "get_metadata", "init", "iter_images", "load_and_cache_image",
+        "load_and_cache_images", "load_image", "register_image_loader",
+        "register_unknown_image_loader", "shutdown", *PUBLIC_SUBMODULES,
     }  # fmt: skip
     assert set(imageloader.__all__) == expected
     for name in imageloader.__all__:
         assert hasattr(imageloader, name), name
+
+
+def _run(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_every_name_in_all_imports_in_a_fresh_interpreter() -> None:
+    """``from imageloader import X`` works for every X of ``__all__`` (also ``import *``)."""
+    code = (
+        "import json, imageloader\n"
+        "names = {}\n"
+        "for name in imageloader.__all__:\n"
+        "    exec(f'from imageloader import {name} as value', names)\n"
+        "star = {}\n"
+        "exec('from imageloader import *', star)\n"
+        "print(json.dumps(sorted(n for n in imageloader.__all__ if n in star)))\n"
+    )
+    assert json.loads(_run(code)) == imageloader.__all__
+    # The options the ImageLoader takes are all importable from the package.
+    assert imageloader.HttpOptions.__module__ == "imageloader.http"
+    assert imageloader.Limits.__module__ == "imageloader.limits"
+    assert imageloader.AccessPolicy.__module__ == "imageloader.security"
+
+
+def test_dir_lists_the_public_submodules_and_names() -> None:
+    listed = set(dir(imageloader))
+    assert listed >= PUBLIC_SUBMODULES
+    assert set(imageloader.__all__) <= listed
+    for name in PUBLIC_SUBMODULES:
+        module = getattr(imageloader, name)
+        assert isinstance(module, types.ModuleType) and module.__name__ == f"imageloader.{name}"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = imageloader.nope  # type: ignore[attr-defined]
+
+
+def test_import_imageloader_stays_light() -> None:
+    """The package imports its heavy parts (aiohttp, the loader, submodules) on first use."""
+    code = "import sys, imageloader\ndir(imageloader)\nprint(' '.join(sorted(sys.modules)))\n"
+    modules = set(_run(code).split())
+    ours = {m for m in modules if m.startswith("imageloader")}
+    assert ours == {"imageloader", "imageloader.errors", "imageloader.events", "imageloader.image"}
+    assert not {"aiohttp", "pydicom", "anyio", "dask", "distributed"} & modules
 
 
 def test_error_tree_has_one_root() -> None:

@@ -7,10 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from distributed import Client, LocalCluster
 
@@ -18,7 +22,9 @@ from imageloader import ImageLoader
 from imageloader.dicomweb import image_ids_for_series
 from imageloader.geometry import slice_geometry
 from imageloader.integrations.dask import load_series_dask, prefetch_many
+from imageloader.output import OutputConflictError, PrefetchReport, prefetch, series_key
 from tests.integrations.series import SLICES, SyntheticStudy, local_ct_volume, study_on
+from tests.integrations.servers import SAMPLES
 from tests.processes import worker_children
 from tests.support.orthanc import OrthancServer
 
@@ -155,3 +161,154 @@ def test_cli_prefetch_on_a_dask_cluster(
     assert np.array_equal(np.load(out / f"{study.ct_series_uid}.npy"), local_ct_volume(study))
     mixed = json.loads((out / f"{study.mixed_series_uid}.json").read_text())
     assert mixed["layout"] == "frames" and len(mixed["files"]) == 2
+
+
+# -- prefetch_many is the local engine with Dask loading and writing ------------------------
+CT = SAMPLES / "CT_small.dcm"
+RTDOSE = SAMPLES / "rtdose.dcm"
+DOSE = [f"dicomfile:{RTDOSE}?frame={n}" for n in range(1, 16)]
+MISSING = f"dicomfile:{SAMPLES}/no-such-file.dcm"
+
+
+def dose_series() -> str:
+    uid = pydicom.dcmread(RTDOSE, stop_before_pixels=True).SeriesInstanceUID
+    return series_key({"generalSeriesModule": {"series_instance_uid": uid}})
+
+
+def local_prefetch(ids: list[str], output: Path | None) -> PrefetchReport:
+    async def run() -> PrefetchReport:
+        async with ImageLoader(max_web_workers=0) as loader:
+            return await prefetch(loader, ids, output=output)
+
+    return asyncio.run(run())
+
+
+def what_it_says(report: PrefetchReport, output: Path | None) -> dict[str, object]:
+    """A report without its timings and paths: what a run did to each image and series."""
+    return {
+        "counts": (report.total, report.loaded, report.skipped, report.resumed, report.bytes),
+        "outcomes": report.outcomes,
+        "failures": {key: type(report.errors[key]).__name__ for key in report.failures},
+        "image_series": report.image_series,
+        "written": sorted((w.series, w.layout, w.frames) for w in report.written),
+        "held": report.held,
+        "interrupted": report.interrupted,
+        "staging left": output is not None and (output / ".staging").exists(),
+    }
+
+
+def test_prefetch_many_reports_what_the_local_engine_reports(
+    client: Client, tmp_path: Path
+) -> None:
+    ids = [f"dicomfile:{CT}", *DOSE, MISSING]
+    for output in (None, tmp_path / "local"):
+        local = local_prefetch(ids, output)
+        remote_output = output and tmp_path / "dask"
+        remote = prefetch_many(ids, client=client, output=remote_output, batch_size=4)
+        assert what_it_says(remote, remote_output) == what_it_says(local, output)
+    # Per-image outcomes (what --report says), and no empty staging area left behind.
+    assert remote.outcomes == dict.fromkeys([f"dicomfile:{CT}", *DOSE], "loaded")
+    assert type(remote.errors[MISSING]).__name__ == "NotFoundError"
+    assert not (tmp_path / "dask" / ".staging").exists()
+    for manifest in (tmp_path / "local").glob("*.json"):
+        written = json.loads((tmp_path / "dask" / manifest.name).read_text())
+        assert written["image_ids"] == json.loads(manifest.read_text())["image_ids"]
+
+    again = prefetch_many(ids, client=client, output=tmp_path / "dask")
+    assert what_it_says(again, tmp_path / "dask") == what_it_says(
+        local_prefetch(ids, tmp_path / "local"), tmp_path / "local"
+    )
+    assert again.outcomes == dict.fromkeys([f"dicomfile:{CT}", *DOSE], "skipped")
+
+
+def test_prefetch_many_holds_a_series_with_a_failed_frame_then_resumes_it(
+    client: Client, tmp_path: Path
+) -> None:
+    series = dose_series()
+    broken = f"dicomfile:{RTDOSE}?frame=16"  # the grid has 15 frames
+    ids = [*DOSE, broken]
+    first = prefetch_many(ids, client=client, output=tmp_path, series_of=dict.fromkeys(ids, series))
+    assert first.held == [series] and not first.written and list(first.failures) == [broken]
+    assert first.outcomes == dict.fromkeys(DOSE, "loaded")
+    assert len(list((tmp_path / ".staging" / series).glob("*.npy"))) == 15
+
+    second = prefetch_many(DOSE, client=client, output=tmp_path)
+    assert (second.loaded, second.resumed, second.failures) == (0, 15, {})
+    assert second.outcomes == dict.fromkeys(DOSE, "resumed")
+    assert [(w.series, w.frames) for w in second.written] == [(series, 15)]
+    assert not (tmp_path / ".staging").exists()
+
+
+def test_a_series_that_cannot_be_written_is_reported_with_its_error(
+    client: Client, tmp_path: Path
+) -> None:
+    series = dose_series()
+    # Complete on disk already, with other frames: the writer leaves it as it is.
+    (tmp_path / f"{series}.json").write_text(json.dumps({"image_ids": ["dicomfile:other"]}))
+    report = prefetch_many(DOSE, client=client, output=tmp_path, batch_size=5)
+    key = f"series:{series}"
+    assert list(report.failures) == [key] and not report.written
+    assert isinstance(report.errors[key], OutputConflictError)
+    assert report.failures[key].startswith("OutputConflictError: series ")
+    assert report.outcomes == dict.fromkeys(DOSE, "loaded")
+    # The frames stay staged for a rerun once the conflict is resolved.
+    assert len(list((tmp_path / ".staging" / series).glob("*.npy"))) == 15
+
+
+class _Stall(BaseHTTPRequestHandler):
+    """Answers nothing until the test lets it (then 404)."""
+
+    server: _StallServer
+
+    def do_GET(self) -> None:
+        self.server.requested.set()
+        self.server.release.wait(30)
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _StallServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Stall)
+        self.requested = threading.Event()
+        self.release = threading.Event()
+
+
+def test_stop_interrupts_prefetch_many_and_finishes_cleanly(client: Client, tmp_path: Path) -> None:
+    server = _StallServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stalled = [f"wadouri:http://127.0.0.1:{server.server_port}/{n}.dcm" for n in range(2)]
+    stop, loaded = threading.Event(), threading.Event()
+
+    def progress(report: PrefetchReport) -> None:
+        if report.loaded:
+            loaded.set()
+
+    def stop_when_stalled() -> None:  # the local file is in; the two others never will be
+        if loaded.wait(20) and server.requested.wait(20):
+            stop.set()
+
+    threading.Thread(target=stop_when_stalled, daemon=True).start()
+    try:
+        started = time.monotonic()
+        report = prefetch_many(
+            [f"dicomfile:{CT}", *stalled],
+            client=client,
+            output=tmp_path,
+            batch_size=1,
+            progress=progress,
+            stop=stop,
+        )
+        assert time.monotonic() - started < 20  # not the 30 s the stalled loads would take
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+    assert stop.is_set() and report.interrupted and report.finished is not None
+    assert report.outcomes == {f"dicomfile:{CT}": "loaded"} and not report.failures
+    # The loaded frame stays staged (an interrupted run keeps what a rerun resumes).
+    assert len(list((tmp_path / ".staging").rglob("*.npy"))) == 1
