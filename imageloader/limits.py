@@ -2,15 +2,25 @@
 
 Every loader checks these before it allocates: a response is refused once it
 passes ``max_response_bytes`` (while streaming, not after), a frame header that
-claims more than ``max_frame_pixels`` pixels is refused before decoding (a
-decompression bomb), and so on. The defaults fit clinical data with room to spare.
+claims more than ``max_frame_pixels`` pixels, or a frame whose decoding would need
+more than ``max_frame_bytes``, is refused before decoding (a decompression bomb),
+and so on. The defaults fit clinical data with room to spare.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Limits"]
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_FRAME_PIXELS", "Limits"]
+
+#: 16384 × 16384: the default :attr:`Limits.max_frame_pixels`.
+DEFAULT_MAX_FRAME_PIXELS = 1 << 28
+#: The default :attr:`Limits.max_frame_bytes`, 64 MiB: 8192² 8-bit, 5792² 16-bit or
+#: 4729² RGB samples. JPEG 2000's decoder (OpenJPEG) holds about 6 times the decoded
+#: frame while it decodes (32-bit working samples, then the output); at this bound the
+#: costliest frame (8-bit greyscale JPEG 2000, 8192²) peaks at 450 MiB in its decode
+#: worker and 0.7 GiB for the whole service (docs/security.md, "Bounds").
+DEFAULT_MAX_FRAME_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +30,13 @@ class Limits:
     #: Bytes of one HTTP response body (a whole Part 10 object for wadouri).
     max_response_bytes: int = 1 << 30
     #: Pixels (rows × columns) of one frame: 2**28 is 16384 × 16384.
-    max_frame_pixels: int = 1 << 28
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    #: Bytes one frame needs decoded, checked against the pixel module and the
+    #: codestream's own header before any codec allocates: the larger of its samples
+    #: as the codec returns them (rows × columns × samples × 1, 2 or 4 bytes), and its
+    #: pixels after the modality LUT or colour conversion; plus, for JPEG 2000, the
+    #: decoder's bookkeeping for each tile.
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     #: Bytes of a preallocated volume.
     max_volume_bytes: int = 8 << 30
     #: Frames asked for in one WADO-RS request when frames are batched.

@@ -6,13 +6,16 @@
 magic number tells a JPEG from a JPEG 2000 stream (servers such as Orthanc label
 HTJ2K frames as uncompressed), and the frame header gives the size the codestream
 claims, so a decompression bomb is refused before a codec allocates anything.
+:attr:`CodestreamInfo.decode_bytes` is what decoding it will cost in memory (the
+decoded samples, and JPEG 2000's per-tile bookkeeping); :func:`header_problem`
+refuses headers that break the structure a codec relies on.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "SYNTAXES",
@@ -25,6 +28,8 @@ __all__ = [
     "jpeg_is_ycbcr",
     "markers_say_ycbcr",
     "read_header",
+    "rle_segment_count",
+    "sample_bytes",
     "sniff",
 ]
 
@@ -89,14 +94,30 @@ SYNTAXES: dict[str, TransferSyntax] = {
 }
 
 
+def sample_bytes(bits: int) -> int:
+    """Bytes a decoder gives each sample of ``bits`` bits: 1, 2 or 4."""
+    return 1 if bits <= 8 else 2 if bits <= 16 else 4
+
+
+#: OpenJPEG's bookkeeping for each tile of a JPEG 2000 codestream, allocated for every
+#: tile when it reads the main header, before any pixel: ~8 KiB, plus ~1.5 KiB per
+#: component (measured with OpenJPEG 2.5 in imagecodecs 2026.3: 65,535 tiles of one
+#: pixel, 1 component, 620 MiB; 3 components, 756 MiB; 4, 824 MiB).
+J2K_TILE_BYTES = 8 << 10
+J2K_TILE_COMPONENT_BYTES = 1536
+
+
 @dataclass(frozen=True, slots=True)
 class CodestreamInfo:
     """What a codestream's main header says, read without decoding.
 
-    ``precision`` is bits per sample; ``signed`` is known only for JPEG 2000.
-    The JPEG fields say whether the decoder would take the samples for YCbCr:
-    ``adobe_transform`` (APP14, None if absent), ``jfif`` (APP0) and the
-    component identifiers.
+    ``precision`` is bits per sample (of the first component); ``signed`` is known
+    only for JPEG 2000. The JPEG fields say whether the decoder would take the
+    samples for YCbCr: ``adobe_transform`` (APP14, None if absent), ``jfif`` (APP0)
+    and the component identifiers. ``max_precision`` is the widest component's
+    precision (JPEG 2000 components may differ; 0: ``precision``); ``tiles`` and
+    ``levels`` (wavelet decomposition levels, the most any COD or COC segment of the
+    main header asks for) are JPEG 2000's.
     """
 
     family: Family
@@ -108,6 +129,29 @@ class CodestreamInfo:
     adobe_transform: int | None = None
     jfif: bool = False
     component_ids: tuple[int, ...] = ()
+    max_precision: int = 0
+    tiles: int = 1
+    levels: int = 0
+
+    @property
+    def bits(self) -> int:
+        """The widest component's bits per sample."""
+        return max(self.precision, self.max_precision)
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of the decoded frame: rows × columns × components × bytes per sample."""
+        return max(self.rows, 0) * max(self.columns, 0) * self.components * sample_bytes(self.bits)
+
+    @property
+    def decode_bytes(self) -> int:
+        """The least a decoder allocates for this frame: the decoded samples, and for
+        JPEG 2000 OpenJPEG's bookkeeping for each tile after the first (see
+        :data:`J2K_TILE_BYTES`; one tile's is lost in the decoder's other overheads)."""
+        if self.family not in (Family.JPEG2000, Family.HTJ2K):
+            return self.frame_bytes
+        per_tile = J2K_TILE_BYTES + J2K_TILE_COMPONENT_BYTES * self.components
+        return self.frame_bytes + max(self.tiles - 1, 0) * per_tile
 
 
 _SOC_SIZ = b"\xff\x4f\xff\x51"
@@ -115,6 +159,7 @@ _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 # SOF markers: C0-C3, C5-C7, C9-CB, CD-CF (C4 DHT, C8 JPG, CC DAC are not); F7 is JPEG-LS.
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
+_LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 
 
 def sniff(data: bytes | bytearray | memoryview) -> Family | None:
@@ -245,16 +290,34 @@ def _jpeg_segments(buf: memoryview) -> Iterator[tuple[int, int, int]]:
         at += 2 + length
 
 
+def _oversize(buf: memoryview, body: int, length: int) -> tuple[int, int] | None:
+    """``(rows, columns)`` of a JPEG-LS oversize-dimension LSE segment (ID 4), or None.
+
+    ITU-T T.870 lets a frame header give 0 rows or columns and put the real size,
+    in 2 to 4 bytes each, in an LSE segment: ``ID 4, Wxy, Y, X``.
+    """
+    if length < 4 or buf[body] != 4:
+        return None
+    width = buf[body + 1]
+    if not 2 <= width <= 4 or length != 4 + 2 * width:
+        return None
+    rows = int.from_bytes(buf[body + 2 : body + 2 + width], "big")
+    columns = int.from_bytes(buf[body + 2 + width : body + 2 + 2 * width], "big")
+    return rows, columns
+
+
 def _read_jpeg(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
     buf = memoryview(data).cast("B")
     adobe, jfif = None, False
+    info: CodestreamInfo | None = None
+    oversize: tuple[int, int] | None = None
     try:
         for marker, body, length in _jpeg_segments(buf):
             if marker == 0xE0 and bytes(buf[body : body + 5]) == b"JFIF\x00":
                 jfif = True
             elif marker == 0xEE and length >= 14 and bytes(buf[body : body + 5]) == b"Adobe":
                 adobe = buf[body + 11]
-            elif marker in _SOF or marker == 0xF7:
+            elif info is None and (marker in _SOF or marker == 0xF7):
                 if length < 8:
                     return None
                 components = buf[body + 5]
@@ -263,11 +326,11 @@ def _read_jpeg(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
                 )
                 if marker == 0xF7:
                     family = Family.JPEG_LS
-                elif marker in (0xC3, 0xC7, 0xCB, 0xCF):
+                elif marker in _LOSSLESS_SOF:
                     family = Family.JPEG_LOSSLESS
                 else:
                     family = Family.JPEG
-                return CodestreamInfo(
+                info = CodestreamInfo(
                     family=family,
                     rows=_u16(buf, body + 1),
                     columns=_u16(buf, body + 3),
@@ -277,31 +340,74 @@ def _read_jpeg(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
                     jfif=jfif,
                     component_ids=ids,
                 )
+                if family is not Family.JPEG_LS:
+                    return info
+            elif marker == 0xF8:
+                # JPEG-LS: an oversize-dimension segment gives the size the frame
+                # header leaves at 0 (a decoder such as CharLS allocates for it).
+                oversize = _oversize(buf, body, length) or oversize
     except _Malformed:
-        return None
-    return None  # a scan before any frame header
+        pass
+    if info is not None and oversize is not None:
+        info = replace(
+            info,
+            rows=oversize[0] if info.rows == 0 else info.rows,
+            columns=oversize[1] if info.columns == 0 else info.columns,
+        )
+    return info  # None: no frame header before the first scan
 
 
-def _read_j2k(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
-    buf = memoryview(data).cast("B")
+def _j2k_siz(buf: memoryview) -> int | None:
+    """Where a JPEG 2000 codestream's SIZ segment starts (its Lsiz), or None."""
     # A JP2 file (boxes) wraps the codestream; its header boxes are small.
     start = 0 if bytes(buf[:4]) == _SOC_SIZ else bytes(buf[:65536]).find(_SOC_SIZ)
     if start < 0 or start + 42 > len(buf):
         return None
-    siz = start + 4  # Lsiz
+    return start + 4
+
+
+def _j2k_tiles(buf: memoryview, siz: int) -> int:
+    """How many tiles the SIZ segment's grid has (0 for a tile size of 0)."""
+    width, height, _, _, tile_w, tile_h, tile_x0, tile_y0 = (
+        _u32(buf, siz + 4 + 4 * i) for i in range(8)
+    )
+    if tile_w == 0 or tile_h == 0:
+        return 0
+    across = max(0, -(-(width - tile_x0) // tile_w))
+    down = max(0, -(-(height - tile_y0) // tile_h))
+    return across * down
+
+
+def _j2k_main_header(buf: memoryview, at: int) -> Iterator[tuple[int, int, int]]:
+    """``(marker, body, length)`` of each main-header segment after SIZ, up to the first
+    tile (SOT) or the first segment that does not fit."""
+    while at + 4 <= len(buf) and buf[at] == 0xFF and buf[at + 1] != 0x90:
+        length = _u16(buf, at + 2)
+        if length < 2 or at + 2 + length > len(buf):
+            return
+        yield buf[at + 1], at + 4, length
+        at += 2 + length
+
+
+def _read_j2k(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
+    buf = memoryview(data).cast("B")
+    siz = _j2k_siz(buf)
+    if siz is None:
+        return None
     length = _u16(buf, siz)
     components = _u16(buf, siz + 36)
     if components < 1 or length != 38 + 3 * components or siz + length > len(buf):
         return None
     ssiz = buf[siz + 38]
+    widest = max((buf[at] & 0x7F) + 1 for at in range(siz + 38, siz + length, 3))
     # High-throughput (Part 15) codestreams announce themselves with a CAP marker
     # in the main header, before the first tile (SOT).
-    family, at = Family.JPEG2000, siz + length
-    while at + 4 <= len(buf) and buf[at] == 0xFF and buf[at + 1] != 0x90:
-        if buf[at + 1] == 0x50:
+    family, levels = Family.JPEG2000, 0
+    for marker, body, size in _j2k_main_header(buf, siz + length):
+        if marker == 0x50:
             family = Family.HTJ2K
-            break
-        at += 2 + _u16(buf, at + 2)
+        elif marker in (0x52, 0x53):  # COD, COC: the decomposition levels
+            levels = max(levels, _coding_style(buf, marker, body, size, components)[0])
     return CodestreamInfo(
         family=family,
         rows=_u32(buf, siz + 8) - _u32(buf, siz + 16),
@@ -309,7 +415,39 @@ def _read_j2k(data: bytes | bytearray | memoryview) -> CodestreamInfo | None:
         components=components,
         precision=(ssiz & 0x7F) + 1,
         signed=bool(ssiz & 0x80),
+        max_precision=widest,
+        tiles=_j2k_tiles(buf, siz),
+        levels=levels,
     )
+
+
+def _coding_style(
+    buf: memoryview, marker: int, body: int, length: int, components: int
+) -> tuple[int, str | None]:
+    """A COD or COC segment's decomposition levels, and what is wrong with it (or None).
+
+    COD: Scod, progression, layers (2), MCT, then SPcod; COC: the component (1 byte,
+    2 with more than 256 components), Scoc, then SPcoc. SPcod/SPcoc: levels, code-block
+    width and height exponents (minus 2), block style, transform, and with bit 0 of
+    Scod/Scoc one precinct size byte per resolution (ISO 15444-1 A.6.1, A.6.2).
+    """
+    end = body + length - 2
+    if marker == 0x52:
+        style_at, spcod = body, body + 5
+    else:
+        style_at = body + (1 if components < 257 else 2)
+        spcod = style_at + 1
+    if spcod + 5 > end:
+        return 0, f"a JPEG 2000 coding style segment (FF {marker:02X}) of {length} bytes"
+    levels, block_w, block_h = buf[spcod], buf[spcod + 1], buf[spcod + 2]
+    precincts = levels + 1 if buf[style_at] & 1 else 0
+    if spcod + 5 + precincts != end:
+        return levels, f"a JPEG 2000 coding style segment (FF {marker:02X}) of {length} bytes"
+    if levels > 32:
+        return levels, f"{levels} JPEG 2000 decomposition levels (at most 32)"
+    if block_w > 8 or block_h > 8 or block_w + block_h > 8:
+        return levels, f"a JPEG 2000 code-block of 2^{block_w + 2} x 2^{block_h + 2}"
+    return levels, None
 
 
 # -- structure checks ---------------------------------------------------------------------
@@ -356,7 +494,17 @@ def _jpeg_problem(buf: memoryview) -> str | None:
                 components = buf[body + 5] if length >= 8 else 0
                 if components == 0 or length != 8 + 3 * components:
                     return f"a JPEG frame header of {length} bytes for {components} components"
+                if frame:
+                    return "a second JPEG frame header"
+                precision = buf[body]
+                lossless = marker == 0xF7 or marker in _LOSSLESS_SOF
+                if not (2 <= precision <= 16 if lossless else precision in (8, 12)):
+                    kind = "JPEG-LS" if marker == 0xF7 else "JPEG"
+                    return f"a {kind} frame header (FF {marker:02X}) of {precision}-bit samples"
                 frame = True
+            elif marker == 0xF8 and length >= 3 and buf[body] == 4:
+                if _oversize(buf, body, length) is None:
+                    return f"a JPEG-LS oversize-dimension segment of {length} bytes"
             elif marker in (0xC4, 0xDB):
                 problem = _jpeg_tables_problem(buf, marker, body, end)
                 if problem is not None:
@@ -373,11 +521,11 @@ def _jpeg_problem(buf: memoryview) -> str | None:
 
 
 def _j2k_problem(buf: memoryview) -> str | None:
-    """The SIZ marker segment: sizes, offsets, tiles and subsampling (ISO 15444-1 A.5.1)."""
-    start = 0 if bytes(buf[:4]) == _SOC_SIZ else bytes(buf[:65536]).find(_SOC_SIZ)
-    if start < 0 or start + 42 > len(buf):
+    """The SIZ marker segment: sizes, offsets, tiles and subsampling (ISO 15444-1 A.5.1);
+    the coding style segments (COD, COC) of the main header."""
+    siz = _j2k_siz(buf)
+    if siz is None:
         return "no JPEG 2000 image and tile size (SIZ) marker"
-    siz = start + 4
     length, components = _u16(buf, siz), _u16(buf, siz + 36)
     if not 1 <= components <= 16384 or length != 38 + 3 * components:
         return f"a JPEG 2000 SIZ segment of {length} bytes for {components} components"
@@ -397,7 +545,19 @@ def _j2k_problem(buf: memoryview) -> str | None:
             return f"a JPEG 2000 component precision of {(buf[at] & 0x7F) + 1} bits"
         if buf[at + 1] == 0 or buf[at + 2] == 0:
             return "a JPEG 2000 component subsampling of 0"
+    tiles = _j2k_tiles(buf, siz)
+    if tiles > _J2K_MAX_TILES:
+        # Tile indices (Isot) are 16-bit: a grid of more tiles cannot be coded.
+        return f"a JPEG 2000 grid of {tiles} tiles (at most {_J2K_MAX_TILES})"
+    for marker, body, size in _j2k_main_header(buf, siz + length):
+        if marker in (0x52, 0x53):
+            problem = _coding_style(buf, marker, body, size, components)[1]
+            if problem is not None:
+                return problem
     return None
+
+
+_J2K_MAX_TILES = 65535
 
 
 def _rle_problem(buf: memoryview) -> str | None:
@@ -419,3 +579,15 @@ def _rle_problem(buf: memoryview) -> str | None:
     if any(end <= start for start, end in zip(offsets, ends, strict=True)):
         return "RLE segment offsets are out of order or point past the frame"
     return None
+
+
+def rle_segment_count(data: bytes | bytearray | memoryview) -> int | None:
+    """The number of segments an RLE frame's header names (None: no header).
+
+    Each segment holds one byte of every sample of one component (PS3.5 G.2), so a
+    frame of ``samples`` components of ``bits_allocated`` bits has
+    ``samples × ceil(bits_allocated / 8)`` of them; a decoder writes ``rows ×
+    columns`` bytes for each one the header names.
+    """
+    buf = memoryview(data).cast("B")
+    return int.from_bytes(buf[:4], "little") if len(buf) >= 64 else None

@@ -3,11 +3,13 @@
 Runs in spawned decode workers, so it imports only numpy and this package's
 decode modules; codec packages are imported on first use. The steps:
 
-1. refuse frames over ``max_frame_pixels`` before touching the data;
+1. refuse frames over ``max_frame_pixels``, or that would need more than
+   ``max_frame_bytes`` decoded, before touching the data;
 2. native frames are read directly; a native frame of the wrong length that is
    really a JPEG or JPEG 2000 codestream (Orthanc labels HTJ2K frames as
    uncompressed) goes to that codec; an encapsulated frame's header is checked
-   against the pixel module, then the codecs are tried in order;
+   against the limits (what decoding it will cost: size, components, bit depth,
+   JPEG 2000 tiles) and against the pixel module, then the codecs are tried in order;
 3. the pixel contract: stored values (sign extension), then colour to RGB(A)
    uint8, or the modality LUT (preScale) for greyscale.
 
@@ -16,6 +18,7 @@ Every failure is an :mod:`imageloader.errors` exception naming the imageId.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -41,13 +44,19 @@ from .syntaxes import (
     has_end_marker,
     header_problem,
     read_header,
+    rle_segment_count,
+    sample_bytes,
     sniff,
 )
 
-__all__ = ["DEFAULT_MAX_FRAME_PIXELS", "decode_frame"]
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_FRAME_PIXELS", "decode_frame", "frame_bytes"]
 
+# The defaults of imageloader.limits.Limits, repeated so that a decode worker imports
+# nothing outside this package and imageloader.errors (tests check they agree).
 #: 16384 × 16384, as :attr:`imageloader.limits.Limits.max_frame_pixels`.
 DEFAULT_MAX_FRAME_PIXELS = 1 << 28
+#: 64 MiB, as :attr:`imageloader.limits.Limits.max_frame_bytes`.
+DEFAULT_MAX_FRAME_BYTES = 64 << 20
 
 _DEFAULT_OPTIONS = DecodeOptions()
 
@@ -58,6 +67,7 @@ def decode_frame(
     options: DecodeOptions = _DEFAULT_OPTIONS,
     image_id: str | None = None,
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     *,
     registry: CodecRegistry | None = None,
 ) -> DecodedFrame:
@@ -70,17 +80,21 @@ def decode_frame(
     pass a fresh one with some disabled).
 
     Raises :class:`ImageTooLargeError` (before decoding) for frames over
-    ``max_frame_pixels``, :class:`UnsupportedTransferSyntaxError` when no
-    installed codec reads the syntax, and :class:`DecodeError` for corrupt or
-    truncated data or data that does not match the pixel module.
+    ``max_frame_pixels``, or that need more than ``max_frame_bytes`` decoded (by
+    the pixel module or by the codestream's header: see :func:`frame_bytes` and
+    :attr:`~.syntaxes.CodestreamInfo.decode_bytes`),
+    :class:`UnsupportedTransferSyntaxError` when no installed codec reads the
+    syntax, and :class:`DecodeError` for corrupt or truncated data or data that
+    does not match the pixel module (its size, samples per pixel or bits allocated).
     """
     start = time.perf_counter()
-    _check_params(params, max_frame_pixels, image_id)
+    _check_params(params, options, max_frame_pixels, max_frame_bytes, image_id)
     syntax = SYNTAXES.get(params.transfer_syntax_uid)
     if syntax is None:
         raise UnsupportedTransferSyntaxError(params.transfer_syntax_uid, image_id=image_id)
+    limits = (max_frame_pixels, max_frame_bytes)
     try:
-        decoded, codec = _decode(data, params, syntax, registry, max_frame_pixels, image_id)
+        decoded, codec = _decode(data, params, syntax, registry, limits, image_id)
         frame = _to_contract(decoded, params, options)
     except (ImageLoaderError, *CONTROL_FLOW):
         raise
@@ -101,7 +115,13 @@ def decode_frame(
     )
 
 
-def _check_params(params: PixelParams, max_frame_pixels: int, image_id: str | None) -> None:
+def _check_params(
+    params: PixelParams,
+    options: DecodeOptions,
+    max_frame_pixels: int,
+    max_frame_bytes: int,
+    image_id: str | None,
+) -> None:
     if params.rows <= 0 or params.columns <= 0:
         raise DecodeError(f"invalid frame size {params.rows}x{params.columns}", image_id=image_id)
     if params.rows * params.columns > max_frame_pixels:
@@ -121,6 +141,48 @@ def _check_params(params: PixelParams, max_frame_pixels: int, image_id: str | No
             f"unsupported BitsAllocated/BitsStored {params.bits_allocated}/{params.bits_stored}",
             image_id=image_id,
         )
+    needed = frame_bytes(params, options)
+    if needed > max_frame_bytes:
+        raise ImageTooLargeError(
+            f"frame of {params.rows}x{params.columns}x{params.samples_per_pixel} "
+            f"({params.bits_allocated}-bit) needs {needed} bytes decoded, over the limit of "
+            f"{max_frame_bytes} bytes (max_frame_bytes)",
+            image_id=image_id,
+        )
+
+
+def frame_bytes(params: PixelParams, options: DecodeOptions = _DEFAULT_OPTIONS) -> int:
+    """Bytes the pixel module says one frame needs decoded.
+
+    The larger of its samples as a codec returns them (rows × columns × samples ×
+    1, 2 or 4 bytes by BitsAllocated) and the pixels handed back: RGB(A) bytes for
+    colour, and for greyscale the container the modality LUT's range calls for
+    (float32 when the scaling has fractions).
+    """
+    pixel_count = params.rows * params.columns
+    samples = pixel_count * params.samples_per_pixel * sample_bytes(params.bits_allocated)
+    return max(samples, pixel_count * _output_pixel_bytes(params, options))
+
+
+def _output_pixel_bytes(params: PixelParams, options: DecodeOptions) -> int:
+    if params.samples_per_pixel > 1 or params.photometric_interpretation == "PALETTE COLOR":
+        return 4 if options.use_rgba else 3
+    stored = sample_bytes(params.bits_allocated)
+    scaling = pixels.scaling_for(params) if options.prescale else None
+    if scaling is None:
+        return stored
+    numbers = (scaling.slope, scaling.intercept, scaling.suvbw, scaling.dose_grid_scaling)
+    if not all(n is None or (math.isfinite(n) and float(n).is_integer()) for n in numbers):
+        return 4  # float32 (through a float64 working copy)
+    # The container for the scaled range of every value BitsStored can hold: the
+    # data's own range, a part of it, never needs a larger one.
+    bits = min(params.bits_stored, 32)
+    if params.pixel_representation:
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        lo, hi = 0, (1 << bits) - 1
+    ends = (scaling.apply(float(lo)), scaling.apply(float(hi)))
+    return pixels.dtype_for_range(min(ends), max(ends)).itemsize
 
 
 def _decode(
@@ -128,7 +190,7 @@ def _decode(
     params: PixelParams,
     syntax: TransferSyntax,
     registry: CodecRegistry | None,
-    max_frame_pixels: int,
+    limits: tuple[int, int],
     image_id: str | None,
 ) -> tuple[CodecOutput, str]:
     """The frame's samples, ``(rows, columns[, samples])``, and the name of the decoder."""
@@ -147,11 +209,13 @@ def _decode(
         family = sniffed
     info = read_header(data, family)
     if info is not None:
-        _check_header(info, data, params, max_frame_pixels, image_id)
+        _check_header(info, data, params, limits, image_id)
     problem = header_problem(data, family)
     if problem is not None:
         raise DecodeError(problem, image_id=image_id)
-    if family is not Family.RLE and not has_end_marker(data):
+    if family is Family.RLE:
+        _check_rle(data, params, image_id)
+    elif not has_end_marker(data):
         raise DecodeError(
             f"truncated {family.value} codestream: no end marker (FF D9)", image_id=image_id
         )
@@ -180,14 +244,24 @@ def _check_header(
     info: CodestreamInfo,
     data: bytes | bytearray | memoryview,
     params: PixelParams,
-    max_frame_pixels: int,
+    limits: tuple[int, int],
     image_id: str | None,
 ) -> None:
     # The codestream's own header decides what a codec allocates: check it first.
+    max_frame_pixels, max_frame_bytes = limits
     if info.rows * info.columns > max_frame_pixels:
         raise ImageTooLargeError(
             f"codestream claims {info.rows}x{info.columns} pixels, over the limit of "
             f"{max_frame_pixels}",
+            image_id=image_id,
+        )
+    needed = info.decode_bytes
+    if needed > max_frame_bytes:
+        tiles = f" in {info.tiles} tiles" if info.tiles > 1 else ""
+        raise ImageTooLargeError(
+            f"codestream claims {info.rows}x{info.columns} pixels of {info.components} "
+            f"{info.bits}-bit components{tiles}: decoding needs {needed} bytes, over the "
+            f"limit of {max_frame_bytes} bytes (max_frame_bytes)",
             image_id=image_id,
         )
     rows = info.rows
@@ -199,6 +273,35 @@ def _check_header(
         raise DecodeError(
             f"codestream is {rows}x{info.columns} but the pixel module says "
             f"{params.rows}x{params.columns}",
+            image_id=image_id,
+        )
+    # A codec decodes what the codestream declares, and the result is refused only
+    # afterwards if it does not fit the pixel module: refuse it before.
+    if info.components != params.samples_per_pixel:
+        raise DecodeError(
+            f"codestream has {info.components} components but the pixel module says "
+            f"SamplesPerPixel {params.samples_per_pixel}",
+            image_id=image_id,
+        )
+    if info.bits > max(params.bits_allocated, 8):
+        raise DecodeError(
+            f"codestream has {info.bits}-bit samples but the pixel module says "
+            f"BitsAllocated {params.bits_allocated}",
+            image_id=image_id,
+        )
+
+
+def _check_rle(
+    data: bytes | bytearray | memoryview, params: PixelParams, image_id: str | None
+) -> None:
+    # One segment per byte of each sample (PS3.5 G.2); each decodes to rows × columns.
+    segments = rle_segment_count(data)
+    expected = params.samples_per_pixel * sample_bytes(params.bits_allocated)
+    if segments is not None and segments != expected:
+        raise DecodeError(
+            f"RLE header names {segments} segments but the pixel module needs {expected} "
+            f"(SamplesPerPixel {params.samples_per_pixel}, BitsAllocated "
+            f"{params.bits_allocated})",
             image_id=image_id,
         )
 

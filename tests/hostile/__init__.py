@@ -1,0 +1,1 @@
+"""Hostile inputs against the documented bounds on memory and time (docs/security.md, "Bounds")."""
