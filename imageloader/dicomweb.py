@@ -14,9 +14,9 @@ the frames load without asking for metadata one instance at a time.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
 
+from .dicom.dicomjson import load_json
 from .dicom.instances import (
     DICOM_JSON,
     Parsed,
@@ -66,13 +66,12 @@ def _sort_key(item: dict[str, Any]) -> tuple[int, str]:
 
 
 async def _get_json(loader: ImageLoader, url: str) -> Any:
-    response = await loader.http.get(url, headers={"Accept": DICOM_JSON})
+    response = await loader.http.get(
+        url, headers={"Accept": DICOM_JSON}, max_bytes=loader.limits.max_metadata_response_bytes
+    )
     if response.status == 204 or not response.body:
         return []
-    try:
-        return json.loads(response.body)
-    except ValueError as exc:
-        raise ResponseFormatError(f"not DICOM JSON: {exc}", url=url) from exc
+    return await asyncio.to_thread(load_json, response.body, url=url)
 
 
 async def add_series_metadata(loader: ImageLoader, base: str, study: str, series: str) -> list[str]:

@@ -213,15 +213,21 @@ class HttpClient:
         image_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         retry_statuses: frozenset[int] = RETRY_STATUSES,
+        max_bytes: int | None = None,
     ) -> HttpResponse:
         """GET the whole body, retried as documented; raises our typed errors.
 
         ``retry_statuses`` narrows which statuses are retried (a caller with a
-        fallback of its own may want a 500 at once).
+        fallback of its own may want a 500 at once); ``max_bytes`` lowers the body's
+        ceiling below ``Limits.max_response_bytes`` (metadata is megabytes, not a
+        gigabyte).
         """
+        ceiling = self.limits.max_response_bytes
+        if max_bytes is not None:
+            ceiling = min(ceiling, max_bytes)
 
         async def whole(resp: aiohttp.ClientResponse) -> HttpResponse:
-            body = await self._read_body(resp, image_id)
+            body = await self._read_body(resp, image_id, ceiling)
             return HttpResponse(redact_url(str(resp.url)), resp.status, resp.headers, body)
 
         return await self.request(
@@ -362,8 +368,11 @@ class HttpClient:
             )
         return FetchError(f"{type(exc).__name__}: {exc}", image_id=image_id, url=safe)
 
-    async def _read_body(self, resp: aiohttp.ClientResponse, image_id: str | None) -> bytes:
-        ceiling = self.limits.max_response_bytes
+    async def _read_body(
+        self, resp: aiohttp.ClientResponse, image_id: str | None, ceiling: int | None = None
+    ) -> bytes:
+        if ceiling is None:
+            ceiling = self.limits.max_response_bytes
         length = resp.content_length
         safe = redact_url(str(resp.url))
         if length is not None and length > ceiling:

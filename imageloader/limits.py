@@ -37,6 +37,9 @@ class Limits:
     #: pixels after the modality LUT or colour conversion; plus, for JPEG 2000, the
     #: decoder's bookkeeping for each tile.
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    #: Bytes of one metadata (DICOM JSON) response: a series' metadata is megabytes,
+    #: and parsed JSON takes many times its size.
+    max_metadata_response_bytes: int = 32 << 20
     #: Bytes of a preallocated volume.
     max_volume_bytes: int = 8 << 30
     #: Frames asked for in one WADO-RS request when frames are batched.

@@ -44,6 +44,7 @@ import numpy.typing as npt
 from .decode.codecs import prepare_pillow
 from .decode.image import create_image
 from .decode.params import DecodedFrame
+from .decode.worker import DEFAULT_MAX_FRAME_BYTES
 from .errors import DecodeError, ImageLoaderError, ImageTooLargeError
 from .image import Image, PreScale, default_window
 from .imageid import http_url
@@ -125,13 +126,37 @@ def _pixels(image: PILImage, use_rgba: bool) -> tuple[npt.NDArray[Any], bool]:
     return np.array(rgb), True
 
 
+#: Bytes per pixel Pillow holds for an image mode (4 for the modes not listed).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+
+
+def _check_bytes(
+    size: tuple[int, int], mode: str, use_rgba: bool, max_frame_bytes: int, image_id: str
+) -> None:
+    width, height = size
+    decoded = _MODE_BYTES.get(mode, 2 if mode.startswith("I;16") else 4)
+    handed_back = 4 if use_rgba or "A" in mode or "P" in mode else 3 if mode != "L" else 1
+    needed = width * height * max(decoded, handed_back)
+    if needed > max_frame_bytes:
+        raise ImageTooLargeError(
+            f"a {width}x{height} {mode} image needs {needed} bytes, over the limit of "
+            f"{max_frame_bytes} bytes per frame",
+            image_id=image_id,
+        )
+
+
 def decode_web_image(
-    data: bytes, image_id: str, use_rgba: bool, max_frame_pixels: int
+    data: bytes,
+    image_id: str,
+    use_rgba: bool,
+    max_frame_pixels: int,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
 ) -> WebPixels:
     """Decode a web image's bytes (runs in a decode worker).
 
-    The size in the header is checked against ``max_frame_pixels`` before any
-    pixel is decoded. Raises :class:`ImageTooLargeError` over the limit and
+    The size and mode in the header are checked against ``max_frame_pixels`` and
+    ``max_frame_bytes`` (what Pillow decodes, or what we hand back, whichever is
+    more) before any pixel is decoded. Raises :class:`ImageTooLargeError` over the limit and
     :class:`DecodeError` for bytes that are not an image, or a truncated or corrupt one.
     """
     start = time.perf_counter()
@@ -145,6 +170,7 @@ def decode_web_image(
         with PILModule.open(BytesIO(data)) as opened:
             # open() has read the header alone: refuse a bomb before decoding it.
             _check_size(opened.size, max_frame_pixels, image_id)
+            _check_bytes(opened.size, opened.mode, use_rgba, max_frame_bytes, image_id)
             source_format, source_mode = opened.format, opened.mode
             opened.load()
             # ICO and ICNS take the size of the sub-image they load.
@@ -231,6 +257,7 @@ class WebLoader:
                 image_id,
                 ctx.options.use_rgba,
                 ctx.limits.max_frame_pixels,
+                ctx.limits.max_frame_bytes,
                 request_type=ctx.request_type,
                 priority=ctx.priority,
             )

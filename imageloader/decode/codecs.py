@@ -395,8 +395,11 @@ def _rle_samples(buffer: Buffer | npt.NDArray[Any], params: PixelParams) -> npt.
 def _ic_dicomrle(data: Buffer, params: PixelParams, info: CodestreamInfo | None) -> CodecOutput:
     import imagecodecs
 
-    dtype = f"<u{max(1, params.bits_allocated // 8)}"
-    buffer = imagecodecs.dicomrle_decode(_bytes(data), dtype)
+    itemsize = max(1, params.bits_allocated // 8)
+    # Into a buffer of the frame's size: imagecodecs sizes its output by the data
+    # otherwise, and one segment can claim a gigabyte for a small frame.
+    out = bytearray(params.rows * params.columns * params.samples_per_pixel * itemsize)
+    buffer = imagecodecs.dicomrle_decode(_bytes(data), f"<u{itemsize}", out=out)
     return CodecOutput(_rle_samples(buffer, params), params.photometric_interpretation)
 
 

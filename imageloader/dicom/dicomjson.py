@@ -44,14 +44,16 @@ from typing import Any
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from ..errors import MetadataError
+from ..errors import ImageTooLargeError, MetadataError, ResponseFormatError
 from ._values import element_value, to_string
 
 __all__ = [
+    "MAX_JSON_OBJECTS",
     "MAX_SEQUENCE_DEPTH",
     "BulkDataHandler",
     "bulkdata_references",
     "dataset_from_json",
+    "load_json",
     "series_datasets",
     "transfer_syntax_of",
 ]
@@ -360,3 +362,27 @@ def transfer_syntax_of(ds: Dataset) -> str | None:
         if uid:
             return uid
     return to_string(element_value(ds, "AvailableTransferSyntaxUID"))
+
+
+#: JSON objects one metadata response may hold. Each costs ~100 bytes parsed, so a
+#: body of nothing but ``{}`` stays well under a gigabyte; a real series of 5,000
+#: instances of ~150 elements holds ~750,000.
+MAX_JSON_OBJECTS = 2_000_000
+
+
+def load_json(body: bytes, *, image_id: str | None = None, url: str | None = None) -> Any:
+    """Parse a DICOM JSON body (call it in a thread: it takes a while for megabytes).
+
+    Refuses a body of more than :data:`MAX_JSON_OBJECTS` objects before parsing it,
+    and keeps nothing of a failed parse: the error is raised ``from None``, since
+    ``json``'s errors hold the whole document.
+    """
+    if body.count(b"{") > MAX_JSON_OBJECTS:
+        raise ImageTooLargeError(
+            f"metadata holds more than {MAX_JSON_OBJECTS} JSON objects", image_id=image_id
+        )
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        reason = f"{exc.msg} at {exc.pos}" if isinstance(exc, json.JSONDecodeError) else "bad UTF-8"
+    raise ResponseFormatError(f"not DICOM JSON: {reason}", image_id=image_id, url=url)

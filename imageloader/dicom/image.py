@@ -34,6 +34,7 @@ async def decode_to_image(
         ctx.options,
         image_id,
         ctx.limits.max_frame_pixels,
+        ctx.limits.max_frame_bytes,
         request_type=ctx.request_type,
         priority=ctx.priority,
         # Uncompressed frames need no codec: a process round trip would cost more.

@@ -10,7 +10,6 @@ instance's metadata fetched again.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from pydicom import Dataset
 
 from ..errors import ResponseFormatError
 from ..inflight import Flight
-from .dicomjson import BulkDataHandler, bulkdata_references, dataset_from_json
+from .dicomjson import BulkDataHandler, bulkdata_references, dataset_from_json, load_json
 from .modules import metadata_modules_by_frame
 from .multipart import is_multipart, parse_multipart_related
 from .part10 import parse_part10
@@ -203,15 +202,14 @@ class InstanceFetcher:
 
     async def _fetch(self, ctx: LoadContext, url: str) -> None:
         response = await ctx.http.get(
-            f"{url}/metadata", image_id=ctx.image_id, headers={"Accept": DICOM_JSON}
+            f"{url}/metadata",
+            image_id=ctx.image_id,
+            headers={"Accept": DICOM_JSON},
+            max_bytes=ctx.limits.max_metadata_response_bytes,
         )
-        try:
-            items = json.loads(response.body)
-        except ValueError as exc:
-            raise ResponseFormatError(
-                f"instance metadata is not JSON: {exc}", image_id=ctx.image_id, url=url
-            ) from exc
+        items = await asyncio.to_thread(load_json, response.body, image_id=ctx.image_id, url=url)
         if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+            items = None  # not kept alive by the error's traceback
             raise ResponseFormatError(
                 "instance metadata is not a list of one dataset", image_id=ctx.image_id, url=url
             )

@@ -185,17 +185,12 @@ CASES = {
         "RLE header names 15 segments but the pixel module needs 1",
     ),
     # The right number of segments, but one that decodes to 1 GiB for a 16 MiB frame:
-    # imagecodecs sizes its output by the data, not the frame (before and now:
-    # loaded by the next codec after a 1.1 GiB detour).
-    "rle-segment-overrun": pytest.param(
-        Case(
-            dicomfile(craft.rle(1, 16 << 20), "rle", rows=4096, columns=4096, bits=8),
-            None,
-        ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="decode/codecs.py: imagecodecs' dicomrle_decode needs out= of the frame's size",
-        ),
+    # imagecodecs sized its output by the data, not the frame (before: loaded by the
+    # next codec after a 1.1 GiB detour; now it decodes into a buffer of the frame's
+    # size, refuses the overrun, and the next codec loads the frame).
+    "rle-segment-overrun": Case(
+        dicomfile(craft.rle(1, 16 << 20), "rle", rows=4096, columns=4096, bits=8),
+        None,
     ),
     # -- bodies that inflate (outside the decoder) -----------------------------------------
     # A deflated Part 10 object of one 100 MB frame, 98 KB on disk (before: loaded,
@@ -205,14 +200,9 @@ CASES = {
         TOO_LARGE,
         BYTES,
     ),
-    "png-16384x16384-rgba": pytest.param(
-        Case(
-            served("/big.png", lambda: craft.png_rgba(16384, 16384), **PNG),
-            TOO_LARGE,
-        ),
-        marks=pytest.mark.xfail(
-            strict=True, reason="web.py: no max_frame_bytes check of the header's size and mode"
-        ),
+    "png-16384x16384-rgba": Case(
+        served("/big.png", lambda: craft.png_rgba(16384, 16384), **PNG),
+        TOO_LARGE,
     ),
     "gzip-body-900MiB": pytest.param(
         Case(
@@ -241,14 +231,7 @@ CASES = {
             "inflating to 2.4 GB",
         ),
     ),
-    "dicom-json-76MB": pytest.param(
-        Case(dicom_json, TOO_LARGE),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="dicom/instances.py: 76 MB of DICOM JSON is parsed whole (json.loads on the "
-            "event loop, then pydicom): several GB and over a minute",
-        ),
-    ),
+    "dicom-json-76MB": Case(dicom_json, TOO_LARGE),
 }
 
 _RESULTS: dict[str, dict[str, Any]] = {}

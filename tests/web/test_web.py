@@ -292,11 +292,16 @@ def test_pillows_limit_is_raised_to_ours_once_and_never_lowered(
 
 
 def test_pillows_default_limit_does_not_refuse_an_image_within_ours() -> None:
-    # 9500 x 9500 is over Pillow's default 89,478,485 pixels and under our 2**28:
-    # refused as truncated (its IDAT is tiny), not as too large.
+    # 9500 x 9500 is over Pillow's default 89,478,485 pixels and under our 2**28
+    # (and 90 MB, under a byte limit raised to 128 MiB): refused as truncated (its
+    # IDAT is tiny), not as too large.
+    png = png_header_only(9500, 9500, colour_type=0)
     with pytest.raises(DecodeError) as info:
-        decode_web_image(png_header_only(9500, 9500, colour_type=0), "web:x", False, 1 << 28)
+        decode_web_image(png, "web:x", False, 1 << 28, 128 << 20)
     assert not isinstance(info.value, ImageTooLargeError)
+    # Under the default 64 MiB per frame, the header alone refuses it.
+    with pytest.raises(ImageTooLargeError, match="bytes per frame"):
+        decode_web_image(png, "web:x", False, 1 << 28)
 
 
 async def test_not_found_and_bad_ids_are_typed(loader: ImageLoader, server: FileServer) -> None:
