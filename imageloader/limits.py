@@ -27,8 +27,11 @@ DEFAULT_MAX_FRAME_BYTES = 64 << 20
 class Limits:
     """Size limits. Each is a ceiling; exceeding it raises ImageTooLargeError."""
 
-    #: Bytes of one HTTP response body (a whole Part 10 object for wadouri).
-    max_response_bytes: int = 1 << 30
+    #: Bytes of one HTTP response body (a whole Part 10 object for wadouri), counted
+    #: after gzip inflation, and of a deflated Part 10 dataset inflated: 256 MiB keeps
+    #: a service's process tree under a gigabyte (a body is briefly held twice while
+    #: it is read); raise it for larger multi-frame objects.
+    max_response_bytes: int = 256 << 20
     #: Pixels (rows × columns) of one frame: 2**28 is 16384 × 16384.
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
     #: Bytes one frame needs decoded, checked against the pixel module and the
@@ -40,8 +43,9 @@ class Limits:
     #: Bytes of one metadata (DICOM JSON) response: a series' metadata is megabytes,
     #: and parsed JSON takes many times its size.
     max_metadata_response_bytes: int = 32 << 20
-    #: Bytes of a preallocated volume.
-    max_volume_bytes: int = 8 << 30
+    #: Bytes of a preallocated volume, and of a NIfTI file's voxel data (held whole
+    #: while its slices are cut): the default cache's size, so a volume fits in it.
+    max_volume_bytes: int = 1 << 30
     #: Frames asked for in one WADO-RS request when frames are batched.
     max_frames_per_request: int = 32
     #: Parsed Part 10 objects kept for their other frames (dicomfile:, wadouri:).
