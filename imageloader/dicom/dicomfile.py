@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from typing import TYPE_CHECKING
 
 from ..context import LoadContext
 from ..errors import InvalidImageIdError
 from ..image import Image
 from ..imageid import check_frame
+from ..limits import Limits
 from ..objectcache import ObjectCache
 from ..registry import split_scheme
 from .frames import Part10Loader, parse_frame_number, read_part10
@@ -50,9 +52,16 @@ def _key_of(image_id: str) -> str | None:
     return parse_dicomfile_id(image_id)[0] if scheme == SCHEME else None
 
 
-def _read_header(path: str, image_id: str) -> list[dict[str, object]]:
-    # read_header bounds a deflated dataset's inflated size (pydicom's own read does not).
-    return metadata_modules_by_frame(read_header(path, image_id=image_id), image_id=image_id)
+def _read_header(
+    path: str,
+    image_id: str,
+    limits: Limits | None = None,
+    cancel: threading.Event | None = None,
+) -> list[dict[str, object]]:
+    # read_header bounds a deflated dataset's inflated size (pydicom's own read does
+    # not), the parse's time and reads, under the loader's limits.
+    header = read_header(path, image_id=image_id, limits=limits, cancel=cancel)
+    return metadata_modules_by_frame(header, image_id=image_id)
 
 
 class DicomFileLoader(Part10Loader):
@@ -60,9 +69,13 @@ class DicomFileLoader(Part10Loader):
 
     def __init__(self, services: LoaderServices) -> None:
         super().__init__(services, _key_of)
-        #: Every frame's modules of files whose header alone was read.
+        #: Every frame's modules of files whose header alone was read: metadata, so
+        #: held within the loader's metadata bound (~4 KB a frame).
+        limits = services.limits
         self.headers: ObjectCache[list[dict[str, object]]] = ObjectCache(
-            max_entries=1024, max_bytes=256 << 20, size_of=lambda m: 4096 * len(m)
+            max_entries=limits.dataset_cache_entries * 64,
+            max_bytes=limits.max_metadata_bytes,
+            size_of=lambda m: 4096 * len(m),
         )
 
     async def aclose(self) -> None:
@@ -88,7 +101,13 @@ class DicomFileLoader(Part10Loader):
         real = await asyncio.to_thread(ctx.access.resolve_path, path, image_id=image_id)
 
         async def read() -> list[dict[str, object]]:
-            return await asyncio.to_thread(_read_header, str(real), image_id)
+            cancel = threading.Event()
+            try:
+                return await asyncio.to_thread(
+                    _read_header, str(real), image_id, ctx.limits, cancel
+                )
+            finally:
+                cancel.set()  # a cancelled read stops at its next read
 
         frames = await self.headers.get(path, read)
         check_frame(frame, len(frames), image_id)

@@ -164,10 +164,14 @@ class NiftiLoader:
         # A file is worth keeping if the image cache could hold its slices: one
         # larger than both bounds is served to the slices loading now, then dropped.
         self.keep_limit = max(services.limits.dataset_cache_bytes, services.cache.max_size_bytes)
-        # Headers are small: many files' worth are kept, so that the metadata of
-        # many slices of one file costs one header read.
+        # Headers are small (~4 KB with their geometry): many files' worth are kept,
+        # within the loader's metadata bound, so that the metadata of many slices of
+        # one file costs one header read.
+        limits = services.limits
         self.headers: ObjectCache[NiftiInfo] = ObjectCache(
-            max_entries=256, max_bytes=256, size_of=lambda _: 1
+            max_entries=limits.dataset_cache_entries * 64,
+            max_bytes=limits.max_metadata_bytes,
+            size_of=lambda _: 4096,
         )
         self.volumes: ObjectCache[NiftiVolume] = ObjectCache(
             max_entries=services.limits.dataset_cache_entries,
