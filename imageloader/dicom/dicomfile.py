@@ -20,7 +20,7 @@ from ..imageid import check_frame
 from ..limits import Limits
 from ..objectcache import ObjectCache
 from ..registry import split_scheme
-from .frames import Part10Loader, parse_frame_number, read_part10
+from .frames import Part10Loader, parse_frame_number, read_part10, run_in_own_thread
 from .modules import metadata_modules_by_frame
 from .part10 import Part10Object, read_header
 
@@ -103,8 +103,9 @@ class DicomFileLoader(Part10Loader):
         async def read() -> list[dict[str, object]]:
             cancel = threading.Event()
             try:
-                return await asyncio.to_thread(
-                    _read_header, str(real), image_id, ctx.limits, cancel
+                return await run_in_own_thread(
+                    lambda: _read_header(str(real), image_id, ctx.limits, cancel),
+                    "imageloader-header",
                 )
             finally:
                 cancel.set()  # a cancelled read stops at its next read

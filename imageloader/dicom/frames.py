@@ -10,8 +10,11 @@ and priority.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import threading
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..context import LoadContext
 from ..errors import InvalidImageIdError
@@ -31,7 +34,10 @@ __all__ = [
     "Part10Loader",
     "parse_frame_number",
     "read_part10",
+    "run_in_own_thread",
 ]
+
+T = TypeVar("T")
 
 
 #: NumberOfFrames is an IS: no object has more frames than this.
@@ -59,15 +65,59 @@ def parse_frame_number(value: str | None, image_id: str) -> int:
     return int(digits)
 
 
+async def run_in_own_thread(fn: Callable[[], T], name: str) -> T:
+    """``fn()`` in a thread of its own (not the loop's default executor), awaited.
+
+    A parse can take up to ``max_parse_seconds`` of CPU: on the default executor
+    (``min(32, CPUs + 4)`` threads) a few hostile objects would hold every thread and
+    starve unrelated loads' file and header reads. A thread is cheap next to a parse.
+    Cancelling the await does not stop the thread: ``fn`` must watch for that itself.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # the await was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(T, result))
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = context.run(fn)
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
+
+
 async def read_part10(data: bytes | str, ctx: LoadContext, image_id: str) -> Part10Object:
-    """Parse bytes or a file off the loop, and index its frames there too."""
+    """Parse bytes or a file off the loop, and index its frames there too.
+
+    The parse runs in a thread of its own (:func:`run_in_own_thread`), is bounded in
+    time (``max_parse_seconds``) and reads, and stops at its next read once this
+    coroutine is cancelled (or ends otherwise), so that a cancelled load's thread does
+    not go on parsing.
+    """
+    cancel = threading.Event()
 
     def parse() -> Part10Object:
-        obj = parse_part10(data, image_id=image_id, limits=ctx.limits)
+        obj = parse_part10(data, image_id=image_id, limits=ctx.limits, cancel=cancel)
         obj.frame(1)  # builds the encapsulated frame index now, not on the loop later
         return obj
 
-    return await asyncio.to_thread(parse)
+    try:
+        return await run_in_own_thread(parse, "imageloader-part10")
+    finally:
+        cancel.set()
 
 
 class Part10Loader:

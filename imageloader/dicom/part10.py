@@ -18,13 +18,16 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -36,6 +39,8 @@ from ..decode.params import PixelParams
 from ..errors import (
     DecodeError,
     ImageTooLargeError,
+    LoadCancelledError,
+    LoadTimeoutError,
     MetadataError,
     NotFoundError,
 )
@@ -53,12 +58,64 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 _INFLATE_STEP = 1 << 20
 
+#: Reads pydicom may make of one object (one to three per element): far above what
+#: real objects need (a 300-frame enhanced CT 8,822, ~29 a frame; a 256 MiB native
+#: CT 541; the most of pydicom's and pydicom-data's test files 3,597), far below what
+#: a few MB of zeros inflated make (pydicom parses zeros as millions of empty
+#: elements). A million reads are ~3 s of CPU.
+MAX_PARSE_READS = 1_000_000
 
-def _check_inflated_size(data: bytes, limit: int, image_id: str | None) -> None:
-    """Refuse a deflated dataset that inflates past ``limit`` bytes (counted, not kept).
+#: A raw deflate stream of nothing: what pydicom is given to inflate, once the
+#: dataset has been inflated here (under the bounds) instead.
+_EMPTY_DEFLATE = b"\x03\x00"
+
+
+class _ParseGuard:
+    """The bounds of one parse, checked at every read pydicom makes.
+
+    A set ``cancel`` event (the load was cancelled) stops the parse with
+    LoadCancelledError; more than ``max_reads`` reads raise ImageTooLargeError and
+    passing the deadline (``limits.max_parse_seconds`` from the start) LoadTimeoutError.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        image_id: str | None,
+        cancel: threading.Event | None,
+        max_reads: int | None = None,
+    ) -> None:
+        self.image_id = image_id
+        self.cancel = cancel
+        self.reads = 0
+        self.max_reads = MAX_PARSE_READS if max_reads is None else max_reads
+        self.seconds = limits.max_parse_seconds
+        self.deadline = time.monotonic() + limits.max_parse_seconds
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise LoadCancelledError("the load was cancelled while parsing", image_id=self.image_id)
+        self.reads += 1
+        if self.reads > self.max_reads:
+            raise ImageTooLargeError(
+                f"the DICOM object has more than {self.max_reads} elements to read",
+                image_id=self.image_id,
+            )
+        if time.monotonic() > self.deadline:
+            raise LoadTimeoutError(
+                f"parsing the DICOM object took longer than max_parse_seconds ({self.seconds} s)",
+                image_id=self.image_id,
+            )
+
+
+def _inflated_size(
+    data: bytes, limit: int, image_id: str | None, guard: _ParseGuard | None = None
+) -> int:
+    """The size of a deflated dataset inflated (counted, not kept), refused past ``limit``.
 
     The input goes in in slices: each step's unconsumed input is copied, so feeding
-    it whole would copy the rest of a large object at every step.
+    it whole would copy the rest of a large object at every step. A ``guard`` is
+    checked between steps.
     """
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     view, total = memoryview(data), 0
@@ -66,6 +123,8 @@ def _check_inflated_size(data: bytes, limit: int, image_id: str | None) -> None:
         for start in range(0, len(view), _INFLATE_STEP):
             pending: bytes | memoryview = view[start : start + _INFLATE_STEP]
             while True:
+                if guard is not None:
+                    guard.check()
                 chunk = inflater.decompress(pending, _INFLATE_STEP)
                 total += len(chunk)
                 if total > limit:
@@ -74,38 +133,64 @@ def _check_inflated_size(data: bytes, limit: int, image_id: str | None) -> None:
                         image_id=image_id,
                     )
                 if inflater.eof:
-                    return
+                    return total
                 pending = inflater.unconsumed_tail
                 if not pending and len(chunk) < _INFLATE_STEP:
                     break
-    except zlib.error:
-        return  # not a deflate stream: pydicom's own read says what is wrong
+    except zlib.error as exc:
+        raise DecodeError(f"unreadable deflated dataset: {exc}", image_id=image_id) from exc
+    raise DecodeError("the deflated dataset is truncated", image_id=image_id)
+
+
+def _check_inflated_size(data: bytes, limit: int, image_id: str | None) -> None:
+    """Refuse a deflated dataset that inflates past ``limit`` bytes (counted, not kept)."""
+    _inflated_size(data, limit, image_id)
+
+
+def _inflate(data: bytes, limit: int, image_id: str | None, guard: _ParseGuard) -> bytes:
+    """A deflated dataset inflated, once it is known to fit ``limit``.
+
+    Counted first, so that a bomb holds no more than a step of its output; the second
+    pass is then bounded by the size counted.
+    """
+    size = _inflated_size(data, limit, image_id, guard)
+    guard.check()
+    return zlib.decompress(data, -zlib.MAX_WBITS, bufsize=max(size, 1))  # one buffer, no growth
 
 
 class _TruncationProbe:
-    """A file-like that notes reads cut short by the end of the data.
+    """The file-like pydicom reads through: notes short reads, checks the parse's bounds.
 
     pydicom stops silently (or with a warning) at a premature end of file; a complete
     object has at most one short read, the empty read of the tag after its last element.
+    Every read checks the :class:`_ParseGuard` (cancelled, too many reads, too late).
 
     pydicom reads a deflated dataset with one ``read()`` of the rest of the file and
-    inflates it whole, with no bound: a few hundred kB of zeros inflate to gigabytes.
-    That read is the one without a size, so the probe checks the inflated size there.
+    inflates it whole, with no bound, into a buffer of its own that this probe would
+    not see. That read (the one without a size) is inflated here instead, under the
+    size limit and the guard, and kept in ``inflated``; pydicom is handed an empty
+    deflate stream, and :func:`_read` parses ``inflated`` through a probe.
     """
 
-    def __init__(self, fp: BinaryIO, inflate_limit: int, image_id: str | None) -> None:
+    def __init__(
+        self, fp: BinaryIO, inflate_limit: int, image_id: str | None, guard: _ParseGuard
+    ) -> None:
         self._fp = fp
         self.name = getattr(fp, "name", "<bytes>")
         self.partial_reads = 0
         self.empty_reads = 0
+        self.inflated: bytes | None = None
         self._inflate_limit = inflate_limit
         self._image_id = image_id
+        self._guard = guard
 
     def read(self, size: int | None = -1) -> bytes:
+        self._guard.check()
         data = self._fp.read(-1 if size is None else size)
         if size is None or size < 0:
-            _check_inflated_size(data, self._inflate_limit, self._image_id)
-        elif size > 0 and len(data) < size:
+            self.inflated = _inflate(data, self._inflate_limit, self._image_id, self._guard)
+            return _EMPTY_DEFLATE
+        if size > 0 and len(data) < size:
             if data:
                 self.partial_reads += 1
             else:
@@ -123,26 +208,62 @@ class _TruncationProbe:
         return self.partial_reads > 0 or self.empty_reads > 1
 
 
-def _read(fp: BinaryIO, image_id: str | None, inflate_limit: int) -> Dataset:
-    probe = _TruncationProbe(fp, inflate_limit, image_id)
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag in (0x7FE00010, 0x7FE00009, 0x7FE00008)
+
+
+def _read_through(
+    fp: BinaryIO,
+    image_id: str | None,
+    inflate_limit: int,
+    guard: _ParseGuard,
+    *,
+    force: bool = False,
+    stop_before_pixels: bool = False,
+) -> tuple[Dataset, bool]:
+    """``dcmread`` through a probe, deflated datasets inflated and parsed through one too.
+
+    The dataset comes back as pydicom's own read would give it, and whether it was
+    truncated.
+    """
+    probe = _TruncationProbe(fp, inflate_limit, image_id, guard)
+    head = dcmread(probe, force=force, stop_before_pixels=stop_before_pixels)
+    if probe.inflated is None:
+        return head, probe.truncated
+    # The dataset after the file meta, inflated: explicit VR little endian (PS3.5 A.5).
+    inner = _TruncationProbe(io.BytesIO(probe.inflated), inflate_limit, image_id, guard)
+    inner.name = probe.name
+    probe.inflated = None
+    stop_when = _at_pixel_data if stop_before_pixels else None
+    dataset = read_dataset(
+        cast(BinaryIO, inner), is_implicit_VR=False, is_little_endian=True, stop_when=stop_when
+    )
+    ds = FileDataset(inner, dataset, head.preamble, head.file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds, probe.truncated or inner.truncated
+
+
+_OWN_ERRORS = (DecodeError, ImageTooLargeError, LoadTimeoutError, LoadCancelledError)
+
+
+def _read(fp: BinaryIO, image_id: str | None, inflate_limit: int, guard: _ParseGuard) -> Dataset:
     try:
         try:
-            ds = dcmread(probe)
+            ds, truncated = _read_through(fp, image_id, inflate_limit, guard)
         except InvalidDicomError:
             # No preamble or 'DICM' prefix: accept a bare dataset that starts like one.
             fp.seek(0)
-            probe = _TruncationProbe(fp, inflate_limit, image_id)
-            ds = dcmread(probe, force=True)
+            ds, truncated = _read_through(fp, image_id, inflate_limit, guard, force=True)
             first = next(iter(ds.keys()), None)
             if first is None or first.group not in (0x0002, 0x0008):
                 raise DecodeError("not a DICOM Part 10 object", image_id=image_id) from None
     except MemoryError:
         raise
-    except (DecodeError, ImageTooLargeError):
+    except _OWN_ERRORS:
         raise
     except Exception as exc:
         raise DecodeError(f"unreadable DICOM object: {exc}", image_id=image_id) from exc
-    if probe.truncated:
+    if truncated:
         raise DecodeError("the DICOM object is truncated", image_id=image_id)
     return ds
 
@@ -300,22 +421,32 @@ class Part10Object:
 
 
 def read_header(
-    path: str | os.PathLike[str], *, image_id: str | None = None, limits: Limits | None = None
+    path: str | os.PathLike[str],
+    *,
+    image_id: str | None = None,
+    limits: Limits | None = None,
+    cancel: threading.Event | None = None,
 ) -> Dataset:
     """The dataset of the Part 10 file at ``path``, read up to its pixel data (blocking).
 
-    A deflated dataset is held to the inflated size :func:`parse_part10` allows.
-    Raises NotFoundError for a missing file, ImageTooLargeError past the limit and
+    Read under the bounds :func:`parse_part10` sets (a deflated dataset's inflated
+    size, ``max_parse_seconds``, the number of reads, ``cancel``). Raises
+    NotFoundError for a missing file, ImageTooLargeError past a size bound,
+    LoadTimeoutError past the deadline, LoadCancelledError once ``cancel`` is set and
     DecodeError for anything else unreadable.
     """
-    inflate_limit = (limits or Limits()).max_response_bytes
+    limits = limits or Limits()
+    guard = _ParseGuard(limits, image_id, cancel)
     try:
         with open(path, "rb") as fp:
-            probe = _TruncationProbe(fp, inflate_limit, image_id)
-            return dcmread(probe, stop_before_pixels=True)
+            return _read_through(
+                fp, image_id, limits.max_response_bytes, guard, stop_before_pixels=True
+            )[0]
     except FileNotFoundError as exc:
         raise NotFoundError("no such file", image_id=image_id, url=os.fspath(path)) from exc
-    except (MemoryError, ImageTooLargeError):
+    except MemoryError:
+        raise
+    except _OWN_ERRORS:
         raise
     except Exception as exc:  # pydicom's and the OS's errors alike: the header is unreadable
         raise DecodeError(f"unreadable DICOM header: {exc}", image_id=image_id) from exc
@@ -326,27 +457,35 @@ def parse_part10(
     *,
     image_id: str | None = None,
     limits: Limits | None = None,
+    cancel: threading.Event | None = None,
 ) -> Part10Object:
     """Parse a Part 10 object from its bytes (wadouri) or a path (dicomfile).
 
     Blocking; run it in a worker thread. Raises MetadataError when the object has no
     pixel data or lacks the pixel module attributes needed to cut frames, DecodeError
     when it is truncated or unreadable, and ImageTooLargeError over ``limits`` (a
-    deflated dataset may inflate to ``max_response_bytes``, the defaults' without them).
+    deflated dataset may inflate to ``max_response_bytes``, the defaults' without them)
+    or past :data:`MAX_PARSE_READS` reads. The parse stops with LoadTimeoutError after
+    ``limits.max_parse_seconds`` and with LoadCancelledError at its next read once
+    ``cancel`` is set (the load was cancelled: the thread need not parse on).
     """
+    bounds = limits or Limits()
+    guard = _ParseGuard(bounds, image_id, cancel)
     # An inflated (deflated) dataset may be as large as a response may be.
-    inflate_limit = (limits or Limits()).max_response_bytes
+    inflate_limit = bounds.max_response_bytes
     if isinstance(data, (bytes, bytearray, memoryview)):
         source_bytes = len(data)
-        ds = _read(io.BytesIO(data), image_id, inflate_limit)
+        ds = _read(io.BytesIO(data), image_id, inflate_limit, guard)
     else:
         try:
             with open(data, "rb") as fp:
                 source_bytes = os.fstat(fp.fileno()).st_size
-                ds = _read(fp, image_id, inflate_limit)
+                ds = _read(fp, image_id, inflate_limit, guard)
         except FileNotFoundError as exc:
             path = os.fspath(data)
             raise NotFoundError("no such file", image_id=image_id, url=path) from exc
+        except _OWN_ERRORS:
+            raise  # LoadTimeoutError is an OSError too
         except (OSError, ValueError) as exc:  # ValueError: a NUL or lone surrogate in the path
             raise DecodeError(f"cannot read {os.fspath(data)!r}: {exc}", image_id=image_id) from exc
     keyword = next((k for k in _PIXEL_KEYWORDS if element_value(ds, k) is not None), None)

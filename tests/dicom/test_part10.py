@@ -520,3 +520,122 @@ def test_a_header_read_bounds_a_deflated_dataset_too(tmp_path: Path) -> None:
     (tmp_path / "junk.dcm").write_bytes(b"\x00" * 200)
     with pytest.raises(errors.DecodeError):
         _read_header(str(tmp_path / "junk.dcm"), "dicomfile:junk")
+
+
+# -- the parse's own bounds: time, reads, cancellation ------------------------------------
+
+
+def _deflated_zeros(megabytes: int) -> bytes:
+    """A deflated object whose dataset is an empty element then zeros: pydicom parses
+    them as millions of 8-byte elements (~0.25 s of CPU per MiB without a bound)."""
+    from tests.hostile import craft
+
+    return craft.deflated_zeros(megabytes << 20)
+
+
+def test_a_parse_past_max_parse_seconds_is_a_timeout() -> None:
+    hostile = _deflated_zeros(64)
+    started = time.monotonic()
+    with pydicom_warnings_allowed(), pytest.raises(errors.LoadTimeoutError) as caught:
+        parse_part10(hostile, image_id="wadouri:zeros", limits=Limits(max_parse_seconds=0.2))
+    assert time.monotonic() - started < 1.5
+    assert caught.value.image_id == "wadouri:zeros"
+    assert "max_parse_seconds" in str(caught.value)
+    # A legitimate object of many elements, with no time at all: the same error.
+    with pydicom_warnings_allowed(), pytest.raises(errors.LoadTimeoutError):
+        parse_part10(
+            data_file("waveform_ecg.dcm"),
+            image_id="dicomfile:x",
+            limits=Limits(max_parse_seconds=0),
+        )
+    # The header read (dicomfile: metadata) is held to it too.
+    with pytest.raises(errors.LoadTimeoutError):
+        part10.read_header(data_file("CT_small.dcm"), limits=Limits(max_parse_seconds=0))
+
+
+def test_a_parse_of_too_many_elements_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.monotonic()
+    with pydicom_warnings_allowed(), pytest.raises(errors.ImageTooLargeError) as caught:
+        parse_part10(_deflated_zeros(200), image_id="wadouri:zeros")  # within the size limit
+    assert time.monotonic() - started < 8  # ~3 s here; unbounded, ~50 s
+    assert caught.value.image_id == "wadouri:zeros"
+    assert f"more than {part10.MAX_PARSE_READS} elements" in str(caught.value)
+    # The cap counts reads: a real object needs a few per element.
+    ct = Path(data_file("CT_small.dcm")).read_bytes()
+    monkeypatch.setattr(part10, "MAX_PARSE_READS", 50)
+    with pytest.raises(errors.ImageTooLargeError, match="more than 50 elements"):
+        parse_part10(ct, image_id="wadouri:ct")
+    monkeypatch.setattr(part10, "MAX_PARSE_READS", 1000)
+    assert parse_part10(ct, image_id="wadouri:ct").number_of_frames == 1
+
+
+def test_a_set_cancel_event_stops_the_parse_at_its_next_read() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(errors.LoadCancelledError):
+        parse_part10(data_file("CT_small.dcm"), image_id="dicomfile:ct", cancel=cancel)
+    with pytest.raises(errors.LoadCancelledError):
+        part10.read_header(data_file("CT_small.dcm"), cancel=cancel)
+
+
+def test_deflated_objects_parse_through_the_probe_as_pydicom_reads_them() -> None:
+    # The dataset is inflated here and parsed through the probe (so that its reads
+    # are bounded); what comes out is what pydicom's own inflation gave.
+    paths = [data_file("image_dfl.dcm")] + [
+        str(p) for p in Path(CORNERSTONE).glob("*Deflated*.dcm")
+    ]
+    assert len(paths) > 1
+    for path in paths:
+        with pydicom_warnings_allowed():
+            expected = pydicom.dcmread(path)
+            obj = parse_part10(path, image_id="dicomfile:dfl")
+            header = part10.read_header(path)
+        ds = obj.dataset
+        assert ds.original_encoding == expected.original_encoding == (False, True)
+        assert ds.file_meta == expected.file_meta
+        assert ds.preamble == expected.preamble
+        assert obj.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
+        assert bytes(ds.PixelData) == bytes(expected.PixelData)
+        assert [e.tag for e in ds] == [e.tag for e in expected]
+        assert "PixelData" not in header and header.SOPInstanceUID == expected.SOPInstanceUID
+    # A truncated deflate stream is a DecodeError, as pydicom's zlib.decompress made it.
+    whole = Path(data_file("image_dfl.dcm")).read_bytes()
+    with pytest.raises(errors.DecodeError, match="truncated"):
+        parse_part10(whole[:-200], image_id="wadouri:cut")
+
+
+async def test_a_cancelled_load_stops_its_parsing_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from imageloader import ImageLoader
+
+    checks: list[float] = []
+    parsing = threading.Event()
+    real_check = part10._ParseGuard.check
+
+    def counted(self: part10._ParseGuard) -> None:
+        checks.append(time.monotonic())
+        if len(checks) == 50_000:
+            parsing.set()
+        real_check(self)
+
+    monkeypatch.setattr(part10._ParseGuard, "check", counted)
+    path = tmp_path / "zeros.dcm"
+    path.write_bytes(_deflated_zeros(200))
+    async with ImageLoader(max_web_workers=1) as loader:
+        task = asyncio.create_task(loader.load_image(f"dicomfile:{path}"))
+        assert await asyncio.to_thread(parsing.wait, 10)  # parsing, in its thread
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, errors.LoadCancelledError)):
+            await task
+        cancelled = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert checks[-1] - cancelled < 0.5, "the parse went on after the load was cancelled"
+        # The threads are free again: a small load is not held up.
+        started = time.monotonic()
+        with pydicom_warnings_allowed():
+            image = await loader.load_image(f"dicomfile:{data_file('CT_small.dcm')}")
+        assert image.rows == 128
+        assert time.monotonic() - started < 5
