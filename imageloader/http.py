@@ -389,6 +389,9 @@ class HttpClient:
             chunks = bytearray()
             async for chunk in resp.content.iter_chunked(1 << 20):
                 chunks += chunk
+                # A buffered (or inflating) body is read without the task ever being
+                # suspended: let the loop run between megabytes.
+                await asyncio.sleep(0)
                 if len(chunks) > ceiling:
                     raise ImageTooLargeError(
                         f"response exceeds the limit of {ceiling} bytes from {safe}",

@@ -6,7 +6,8 @@ than it holds, or a body that inflates to far more than it weighs), loads it wit
 child process under an address-space cap (:mod:`tests.hostile._tree`), and asserts:
 
 - the outcome: the typed error (its class and the bound it names), or a load;
-- the time the load took;
+- the time the load took, and that the event loop kept running meanwhile (a 10 ms
+  heartbeat never late by 0.25 s);
 - the peak resident memory of the child's process tree (the child, its decode
   worker and the resource tracker) stays under :data:`BUDGET`, 1 GiB; the tree is
   killed as soon as it holds more, so a broken bound fails in seconds.
@@ -107,11 +108,42 @@ def dicom_json(tmp: Path) -> dict[str, Any]:
     }
 
 
+def drip(tmp: Path) -> dict[str, Any]:
+    body = tmp / "body"
+    body.write_bytes(bytes(1000))
+    route = {"file": str(body), "headers": {"Content-Type": "image/png"}, "drip": True}
+    # The default deadline is 120 s; the case shortens it, as a service may, so that
+    # the suite does not wait two minutes for what test_http checks of the default.
+    return {
+        "image_id": "{base}/drip.png",
+        "routes": {"/drip.png": route},
+        "http": {"total_timeout": 2},
+    }
+
+
+def device(image_id: str, **access: Any) -> Callable[[Path], dict[str, Any]]:
+    def build(tmp: Path) -> dict[str, Any]:
+        return {"image_id": image_id, **({"access": access} if access else {})}
+
+    return build
+
+
 BYTES = "max_frame_bytes"
 PNG = {"Content-Type": "image/png"}
 TOO_LARGE = "ImageTooLargeError"
 
 CASES = {
+    # -- time and the file system ---------------------------------------------------------
+    # A byte every 0.2 s never trips the 30 s read timeout; the total deadline ends it.
+    "slow-drip": Case(drip, "LoadTimeoutError", "timed out"),
+    # Devices have no size to check and never end (before: read until MemoryError).
+    "dicomfile-dev-zero": Case(device("dicomfile:/dev/zero"), "AccessDeniedError", "regular"),
+    # A policy naming hosts but no roots (before: nifti:/dev/zero read to 2.6 GB).
+    "nifti-no-roots": Case(
+        device("nifti:/dev/zero?frame=0", schemes=["nifti"], hosts=["127.0.0.1"]),
+        "AccessDeniedError",
+        "names no roots",
+    ),
     # -- the codestream's own header (decode/syntaxes.py, decode/worker.py) --------------
     # The first case: 4096² of 16,384 components in a 50 KB SIZ segment
     # (before: the decode worker grew to the address-space cap, 4 GiB here, 7.6 GB
@@ -249,6 +281,7 @@ def _record(name: str, run: Run) -> None:
         "wall_seconds": round(run.seconds, 2),
         "peak_tree_mib": round(run.peak / MIB),
         "processes": run.processes,
+        "loop_lag_ms": round(1000 * float(run.report.get("loop_lag", 0.0))),
     }
 
 
@@ -268,5 +301,7 @@ def test_hostile_input_holds_the_bounds(
         assert report["type"] == case.error, run.summary()
         assert case.match in report["message"], run.summary()
     assert report["seconds"] < LOAD_SECONDS, run.summary()
+    # The event loop kept running: a 10 ms heartbeat was never late by 0.25 s.
+    assert report["loop_lag"] < 0.25, run.summary()
     # The cap was there (prlimit, or RLIMIT_AS when prlimit is missing).
     assert report["address_space"] == ADDRESS_SPACE
