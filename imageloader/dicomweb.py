@@ -14,6 +14,7 @@ the frames load without asking for metadata one instance at a time.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 from .dicom.dicomjson import load_json
@@ -48,6 +49,23 @@ def _value(item: dict[str, Any], tag: str) -> Any:
     element = item.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
     return values[0] if isinstance(values, list) and values else None
+
+
+#: A DICOM UID (PS3.5 9.1): digits in dot-separated components, at most 64 characters.
+_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
+
+def _uid(item: dict[str, Any], tag: str, url: str) -> str | None:
+    """A UID from the server's JSON, to go into a URL: refused unless it is a DICOM UID.
+
+    A hostile server could otherwise put ``/``, ``?`` or ``#`` into the URLs we build.
+    """
+    value = _text(item, tag)
+    if value is not None and (len(value) > 64 or not _UID.fullmatch(value)):
+        raise ResponseFormatError(
+            f"({tag[:4]},{tag[4:]}) is not a DICOM UID: {value[:80]!r}", url=url
+        )
+    return value
 
 
 def _text(item: dict[str, Any], tag: str) -> str | None:
@@ -86,7 +104,7 @@ async def add_series_metadata(loader: ImageLoader, base: str, study: str, series
         raise ResponseFormatError("series metadata is not a list", url=url)
     listed = []
     for item in sorted((i for i in items if isinstance(i, dict)), key=_sort_key):
-        sop = _text(item, _SOP_UID)
+        sop = _uid(item, _SOP_UID, url)
         if sop:
             listed.append((f"{base}/studies/{study}/series/{series}/instances/{sop}", item))
     image_ids: list[str] = []
@@ -119,10 +137,11 @@ async def image_ids_for_series(
 async def image_ids_for_study(loader: ImageLoader, base: str, study: str) -> list[str]:
     """The wadors imageIds of every frame of every series of a study (QIDO-RS + metadata)."""
     base = base.rstrip("/")
-    listing = await _get_json(loader, f"{base}/studies/{study}/series")
+    url = f"{base}/studies/{study}/series"
+    listing = await _get_json(loader, url)
     if not isinstance(listing, list):
-        raise ResponseFormatError("QIDO-RS series listing is not a list", url=base)
-    series_uids = [_text(item, _SERIES_UID) for item in listing if isinstance(item, dict)]
+        raise ResponseFormatError("QIDO-RS series listing is not a list", url=url)
+    series_uids = [_uid(item, _SERIES_UID, url) for item in listing if isinstance(item, dict)]
     results = await asyncio.gather(
         *(add_series_metadata(loader, base, study, uid) for uid in series_uids if uid)
     )

@@ -30,7 +30,12 @@ from aiohttp.test_utils import TestServer
 from imageloader import ImageLoader, dicomweb
 from imageloader.dicom.dicomjson import dataset_from_json
 from imageloader.dicom.modules import metadata_modules_by_frame
-from imageloader.errors import ImageLoaderError, ImageTooLargeError, LoadFailedError
+from imageloader.errors import (
+    ImageLoaderError,
+    ImageTooLargeError,
+    LoadFailedError,
+    ResponseFormatError,
+)
 from imageloader.http import HttpOptions
 from imageloader.image import Image
 from tests.servers import instance_json, serve
@@ -378,3 +383,17 @@ def test_pydicom_sequence_values_are_read_as_sequences() -> None:
     assert sequence_items(item) == [item]
     ds.SharedFunctionalGroupsSequence = [item]
     assert FrameView(ds).items("SharedFunctionalGroupsSequence") == [item]
+
+
+@pytest.mark.parametrize("uid", ["1.2/../../studies/9", "1.2?x=1", "1.2#f", "1..2", "x" * 70])
+async def test_a_uid_that_would_change_a_url_is_refused(
+    source: tuple[dict[str, Any], bytes], uid: str
+) -> None:
+    metadata, frame = source
+    metadata = {**metadata, "00080018": {"vr": "UI", "Value": [uid]}}
+    async with (
+        dicomweb_server(metadata, frame) as base,
+        ImageLoader(max_web_workers=0, http=FAST) as loader,
+    ):
+        with pytest.raises(ResponseFormatError, match="is not a DICOM UID"):
+            await dicomweb.add_series_metadata(loader, base, STUDY, SERIES)
