@@ -203,25 +203,27 @@ def cancel_load_image(image_id: str) -> bool:
 
 def register_image_loader(scheme: str, loader: ImageLoaderFunction) -> None:
     """:meth:`ImageLoader.register_image_loader` on every default loader, now and later."""
+    get_default_loader()  # made before the change is recorded, so it gets it once
     _setup.loaders[scheme] = loader
-    get_default_loader()
     for live in _live():
         live.register_image_loader(scheme, loader)
 
 
 def register_unknown_image_loader(loader: ImageLoaderFunction | None) -> ImageLoaderFunction | None:
     """:meth:`ImageLoader.register_unknown_image_loader` on every default loader."""
+    current = get_default_loader()
+    previous = current.register_unknown_image_loader(loader)
     _setup.unknown = loader
-    previous = get_default_loader().register_unknown_image_loader(loader)
     for live in _live():
-        live.register_unknown_image_loader(loader)
+        if live is not current:
+            live.register_unknown_image_loader(loader)
     return previous
 
 
 def add_metadata_provider(provider: MetadataProvider, priority: float = 0) -> None:
     """Add a metadata provider to every default loader, now and later."""
+    get_default_loader()  # made before the change is recorded, so it gets it once
     _setup.providers.append((provider, priority))
-    get_default_loader()
     for live in _live():
         live.metadata.add_provider(provider, priority)
 

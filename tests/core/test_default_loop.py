@@ -77,3 +77,17 @@ def test_init_twice_in_one_loop_is_refused_and_shutdown_forgets_everything() -> 
             await imageloader.load_image("ramp:2")
 
     asyncio.run(twice())
+
+
+def test_a_provider_added_before_the_loader_exists_is_asked_once() -> None:
+    calls: list[str] = []
+
+    def provider(module_type: str, image_id: str) -> None:
+        calls.append(image_id)
+
+    async def ask() -> None:
+        imageloader.add_metadata_provider(provider)  # makes the loop's default loader
+        imageloader.get_metadata("x", "ramp:1")
+
+    asyncio.run(ask())
+    assert calls == ["ramp:1"]
