@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_FRAME_PIXELS", "Limits"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_FRAME_PIXELS",
+    "DEFAULT_MAX_METADATA_BYTES",
+    "Limits",
+]
 
 #: 16384 × 16384: the default :attr:`Limits.max_frame_pixels`.
 DEFAULT_MAX_FRAME_PIXELS = 1 << 28
@@ -21,6 +26,8 @@ DEFAULT_MAX_FRAME_PIXELS = 1 << 28
 #: costliest frame (8-bit greyscale JPEG 2000, 8192²) peaks at 450 MiB in its decode
 #: worker and 0.7 GiB for the whole service (docs/security.md, "Bounds").
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
+#: Metadata modules kept by imageId (the store's LRU bound).
+DEFAULT_MAX_METADATA_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,4 +65,4 @@ class Limits:
     #: Bytes of parsed Part 10 objects kept (the larger of the two limits is not exceeded).
     dataset_cache_bytes: int = 512 << 20
     #: Bytes of metadata modules kept by imageId (an LRU; ~3 KB per image, so ~20,000).
-    max_metadata_bytes: int = 64 << 20
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES

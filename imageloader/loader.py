@@ -31,6 +31,7 @@ from .errors import (
 )
 from .image import Image
 from .inflight import Flight
+from .limits import Limits
 from .metadata import MetadataRegistry
 from .registry import ImageLoaderFunction, LoaderRegistry, split_scheme
 from .request_pool import RequestPool, RequestType
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
     from .decode.pool import DecodePool
     from .http import HttpClient, HttpOptions
-    from .limits import Limits
     from .security import AccessPolicy
     from .volume import Volume
 
@@ -103,8 +103,6 @@ class ImageLoader:
     ) -> None:
         self.events = ev.EventBus()
         self.cache = ImageCache(max_cache_size_bytes, self.events)
-        from .limits import Limits
-
         self._limits = limits = limits if limits is not None else Limits()
         self.metadata = MetadataRegistry(max_store_bytes=limits.max_metadata_bytes)
         self.registry = LoaderRegistry()

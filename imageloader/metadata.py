@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .limits import DEFAULT_MAX_METADATA_BYTES
+
 __all__ = [
     "MODULE_TYPES",
     "GeneralImageModule",
@@ -253,7 +255,7 @@ class MetadataStore:
     #: Bytes of one entry's dict and key, on top of its modules.
     ENTRY_OVERHEAD = 400
 
-    def __init__(self, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_MAX_METADATA_BYTES) -> None:
         self.max_bytes = max_bytes
         self._modules: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._sizes: dict[str, int] = {}
@@ -328,7 +330,7 @@ class MetadataStore:
 class MetadataRegistry:
     """Providers in priority order (higher first; ties in the order added)."""
 
-    def __init__(self, *, max_store_bytes: int = 64 << 20) -> None:
+    def __init__(self, *, max_store_bytes: int = DEFAULT_MAX_METADATA_BYTES) -> None:
         self._order = itertools.count()
         self._providers: list[tuple[float, int, MetadataProvider]] = []
         self.store = MetadataStore(max_store_bytes)

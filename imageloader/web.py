@@ -44,10 +44,10 @@ import numpy.typing as npt
 from .decode.codecs import prepare_pillow
 from .decode.image import create_image
 from .decode.params import DecodedFrame
-from .decode.worker import DEFAULT_MAX_FRAME_BYTES
 from .errors import DecodeError, ImageLoaderError, ImageTooLargeError
 from .image import Image, PreScale, default_window
 from .imageid import http_url
+from .limits import DEFAULT_MAX_FRAME_BYTES
 from .metadata import (
     GeneralSeriesModule,
     ImagePixelModule,
@@ -111,7 +111,7 @@ def _check_size(size: tuple[int, int], max_pixels: int, image_id: str) -> None:
 def _pixels(image: PILImage, use_rgba: bool) -> tuple[npt.NDArray[Any], bool]:
     # np.array, not np.asarray: Pillow hands numpy a read-only view of its bytes,
     # and an image's pixels should be writable wherever it was decoded.
-    dtype = _GREYSCALE.get(image.mode)
+    dtype = _GREYSCALE.get(image.mode)  # (_handed_back_bytes follows these branches)
     if dtype is not None:
         if image.mode == "1":
             image = image.convert("L")
@@ -130,12 +130,20 @@ def _pixels(image: PILImage, use_rgba: bool) -> tuple[npt.NDArray[Any], bool]:
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
 
 
+def _handed_back_bytes(mode: str, use_rgba: bool) -> int:
+    """Bytes per pixel :func:`_pixels` returns for an image of ``mode``."""
+    grey = _GREYSCALE.get(mode)
+    if grey is not None:
+        return grey.itemsize
+    return 4 if use_rgba or "A" in mode or "P" in mode else 3
+
+
 def _check_bytes(
     size: tuple[int, int], mode: str, use_rgba: bool, max_frame_bytes: int, image_id: str
 ) -> None:
     width, height = size
     decoded = _MODE_BYTES.get(mode, 2 if mode.startswith("I;16") else 4)
-    handed_back = 4 if use_rgba or "A" in mode or "P" in mode else 3 if mode != "L" else 1
+    handed_back = _handed_back_bytes(mode, use_rgba)
     needed = width * height * max(decoded, handed_back)
     if needed > max_frame_bytes:
         raise ImageTooLargeError(

@@ -20,7 +20,7 @@ from typing import Any
 
 from .demo import add_demo_parser, run_demo
 from .info import add_info_parser, run_info
-from .prefetch import EXIT_INTERRUPTED, add_prefetch_parser, run_prefetch
+from .prefetch import EXIT_INTERRUPTED, EXIT_USAGE, add_prefetch_parser, run_prefetch
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -74,4 +74,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         # prefetch handles Ctrl-C itself; this is any other moment (or command).
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands

@@ -3,10 +3,8 @@
 The first Ctrl-C (SIGINT, or SIGTERM) stops the run cleanly: loads in flight are
 cancelled, a series being written is finished, the loader closes (its decode
 processes exit), the summary is printed and the exit code is 130. Further Ctrl-Cs
-while it stops are ignored, so cleanup is never cut short. Exit codes: 0 all
-loaded, 1 some image failed (or the ``--report`` file could not be written), 2 a
-usage error or nothing to do (no imageIds, imageIds that cannot be listed, a Dask
-scheduler that cannot be reached), 130 interrupted.
+while it stops are ignored, so cleanup is never cut short. Exit codes: see
+:data:`imageloader.cli.EXIT_CODES`.
 
 Progress and the summary go to stdout; each failed image gets one line on stderr
 (:mod:`.report`), and ``--report FILE`` writes every image's outcome as JSON.

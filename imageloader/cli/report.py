@@ -133,8 +133,6 @@ def _image_entry(image_id: str, report: PrefetchReport) -> dict[str, Any]:
         entry.update(status="failed", error_type=kind, message=message)
         return entry
     outcome = report.outcomes.get(image_id)
-    if outcome is None and image_id in report.image_series:
-        outcome = "loaded"
     if outcome in _SKIP_MESSAGES:
         entry.update(status="skipped", message=_SKIP_MESSAGES[outcome])
     elif outcome is None:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import DecodeError, UnsupportedTransferSyntaxError
+from ..limits import DEFAULT_MAX_FRAME_PIXELS
 from .color import interleave
 from .params import PixelParams
 from .syntaxes import CodestreamInfo, Family, jpeg_is_ycbcr, markers_say_ycbcr
@@ -211,7 +212,7 @@ def _ic_jpeg8(data: Buffer, params: PixelParams, info: CodestreamInfo | None) ->
 
 #: Pillow's decompression-bomb limit once :func:`prepare_pillow` has run: the default
 #: ``max_frame_pixels`` (:data:`imageloader.limits.Limits.max_frame_pixels`, 2**28).
-PILLOW_MAX_IMAGE_PIXELS = 1 << 28
+PILLOW_MAX_IMAGE_PIXELS = DEFAULT_MAX_FRAME_PIXELS
 
 
 @functools.cache

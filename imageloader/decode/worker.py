@@ -32,6 +32,7 @@ from ..errors import (
     UnsupportedTransferSyntaxError,
 )
 from ..image import PreScale
+from ..limits import DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_PIXELS
 from . import color, pixels
 from .codecs import CONTROL_FLOW, CodecOutput, CodecRegistry, shared_registry
 from .params import DecodedFrame, DecodeOptions, PixelParams
@@ -51,12 +52,6 @@ from .syntaxes import (
 
 __all__ = ["DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_FRAME_PIXELS", "decode_frame", "frame_bytes"]
 
-# The defaults of imageloader.limits.Limits, repeated so that a decode worker imports
-# nothing outside this package and imageloader.errors (tests check they agree).
-#: 16384 × 16384, as :attr:`imageloader.limits.Limits.max_frame_pixels`.
-DEFAULT_MAX_FRAME_PIXELS = 1 << 28
-#: 64 MiB, as :attr:`imageloader.limits.Limits.max_frame_bytes`.
-DEFAULT_MAX_FRAME_BYTES = 64 << 20
 
 _DEFAULT_OPTIONS = DecodeOptions()
 

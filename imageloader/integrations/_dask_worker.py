@@ -14,7 +14,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 from anyio import from_thread
@@ -24,7 +24,7 @@ from anyio.lowlevel import current_token
 from ..errors import MetadataError
 from ..image import Image
 from ..loader import ImageLoader
-from ..output import SeriesWriter, WrittenSeries, series_key
+from ..output import LocalBackend, SeriesWriter, SettledLoad, WrittenSeries
 
 __all__ = [
     "DEFAULT_LOADER_OPTIONS",
@@ -47,7 +47,7 @@ DEFAULT_LOADER_OPTIONS: Mapping[str, Any] = {
 
 # (result per imageId) imageId, series staged into (or known), pixel bytes, error
 # (the load's ImageLoaderError, or the OSError that kept its frame from being staged).
-BatchResult = tuple[str, str | None, int, Exception | None]
+BatchResult: TypeAlias = SettledLoad
 
 
 class ProcessLoader:
@@ -191,24 +191,10 @@ def prefetch_batch(
     loader = pl.loader
 
     async def work() -> list[BatchResult]:
+        # The same loading and staging as a local prefetch (one frame's failure to
+        # stage fails that frame, not the batch).
         writer = SeriesWriter(output) if output is not None else None
-        results: list[BatchResult] = []
-        async for result in loader.iter_images(image_ids, cache=False, return_exceptions=True):
-            if isinstance(result, Image):
-                modules = loader.metadata.modules(result.image_id)
-                series = series_key(modules)
-                if writer is not None:
-                    try:
-                        series = await asyncio.to_thread(writer.stage, result, modules)
-                    except OSError as exc:  # this frame failed, not the batch
-                        results.append((result.image_id, series, 0, exc))
-                        continue
-                results.append((result.image_id, series, result.pixel_data.nbytes, None))
-            else:
-                image_id = result.image_id or "?"
-                known = loader.metadata.modules(image_id, ("generalSeriesModule",))
-                results.append((image_id, series_key(known) if known else None, 0, result))
-        return results
+        return [settled async for settled in LocalBackend(loader).load(image_ids, writer)]
 
     return pl.run(work())
 

@@ -12,8 +12,8 @@
 
 **One loader per worker process, not per task.** A task asks :func:`process_loader`
 for the process's :class:`~imageloader.ImageLoader` (one per distinct set of loader
-options). It is created on first use, on an event loop that runs in a daemon thread
-of its own, so the Dask worker's threads all share its HTTP session, cache and
+options). It is created on first use, on an event loop in a thread of its own
+(AnyIO's blocking portal), so the Dask worker's threads all share its HTTP session, cache and
 in-flight table (a frame asked for by two tasks is fetched once). It is closed when
 the process exits (``atexit``), or on demand with ``client.run(close_process_loaders)``.
 Decoding happens in the worker process itself (``max_web_workers=0`` by default):
@@ -208,7 +208,7 @@ class _DaskBackend(PrefetchBackend):
     async def load(
         self, image_ids: Sequence[str], writer: SeriesWriter | None
     ) -> AsyncGenerator[SettledLoad, None]:
-        root = str(writer.root.resolve()) if writer is not None else None
+        root = str(writer.root) if writer is not None else None  # resolved by prefetch_many
         batches = _batches(image_ids, self._batch_size)
         queue: asyncio.Queue[list[BatchResult]] = asyncio.Queue()
         # Submitting thousands of tasks takes a while: not on the event loop.
@@ -240,7 +240,7 @@ class _DaskBackend(PrefetchBackend):
             else:
                 written.set_exception(error)
 
-        root = str(writer.root.resolve())
+        root = str(writer.root)
         future = self._client.submit(finalize, root, series, pure=False)
         self._expect(future, settle)
         return await written
@@ -305,4 +305,4 @@ def _batch_failed(batch: tuple[str, ...], error: Exception) -> list[BatchResult]
     """Every frame of a batch whose task failed (a worker died, the task could not run)."""
     if not isinstance(error, ImageLoaderError):
         error = ImageLoaderError(f"Dask task failed: {type(error).__name__}: {error}")
-    return [(i, None, 0, error.for_image(i)) for i in batch]
+    return [BatchResult(i, None, 0, error.for_image(i)) for i in batch]

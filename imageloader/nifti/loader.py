@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..decode.image import create_image
@@ -174,7 +175,7 @@ class NiftiLoader:
             size_of=lambda _: 4096,
         )
         self.volumes: ObjectCache[NiftiVolume] = ObjectCache(
-            max_entries=services.limits.dataset_cache_entries,
+            max_entries=limits.dataset_cache_entries,
             max_bytes=self.keep_limit,
             size_of=lambda volume: volume.size_in_bytes,
             key_of=_key_of,
@@ -208,12 +209,13 @@ class NiftiLoader:
     async def load(self, image_id: str, ctx: LoadContext) -> Image:
         """One frame of a NIfTI file (the file downloaded or read once for all)."""
         source, frame = parse_nifti_id(image_id)
+        path = None
         if not _is_url(source):
             # Every imageId passes the policy, even when its file is already held.
-            await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
+            path = await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
         # One download serves many slices: an error names this one.
         volume = await self.volumes.get(
-            source, lambda: self._download(source, ctx, image_id), image_id=image_id
+            source, lambda: self._download(source, path, ctx, image_id), image_id=image_id
         )
         info = volume.info
         check_frame(frame, info.frames, image_id, first=0)
@@ -228,11 +230,13 @@ class NiftiLoader:
             _create_image, image_id, volume, frame, ctx.options.prescale, store.modules(image_id)
         )
 
-    async def _download(self, source: str, ctx: LoadContext, image_id: str) -> NiftiVolume:
-        if _is_url(source):
+    async def _download(
+        self, source: str, path: Path | None, ctx: LoadContext, image_id: str
+    ) -> NiftiVolume:
+        """The file's volume: ``path`` is the local file already resolved (None: a URL)."""
+        if path is None:
             body = (await ctx.http.get(source, image_id=image_id)).body
         else:
-            path = await asyncio.to_thread(ctx.access.resolve_path, source, image_id=image_id)
             body = await asyncio.to_thread(read_file, path, ctx.limits.max_response_bytes, image_id)
         volume = await asyncio.to_thread(read_volume, body, image_id, ctx.limits)
         if volume.size_in_bytes > self.keep_limit:

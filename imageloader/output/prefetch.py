@@ -200,16 +200,12 @@ class PrefetchJob:
         progress: ProgressCallback | None = None,
         request_type: RequestType | str = RequestType.PREFETCH,
     ) -> None:
-        if isinstance(loader, PrefetchBackend):
-            self.loader: ImageLoader | None = None
-            self.backend = loader
-        else:
-            self.loader = loader
-            self.backend = LocalBackend(loader, request_type)
+        self.backend = (
+            loader if isinstance(loader, PrefetchBackend) else LocalBackend(loader, request_type)
+        )
         self.image_ids = list(dict.fromkeys(image_ids))  # once each, in order
         self.output = output
         self.progress = progress
-        self.request_type = RequestType(request_type)
         self.report = PrefetchReport(total=len(self.image_ids))
         self._writing: set[asyncio.Task[None]] = set()
 

@@ -153,6 +153,7 @@ def test_worker_imports_stay_light() -> None:
         "imageloader.decode.worker",
         "imageloader.errors",
         "imageloader.image",
+        "imageloader.limits",  # the defaults: a dataclass of numbers
     }
     heavy = {
         "asyncio",
