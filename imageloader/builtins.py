@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .context import MetadataSchemeLoader, SchemeLoader
 from .errors import LoaderClosedError
+from .imageid import canonical_scheme
 
 if TYPE_CHECKING:
     from .context import LoadContext, LoaderServices
@@ -54,7 +55,7 @@ class BuiltinLoaders:
 
     def get(self, scheme: str) -> SchemeLoader:
         """The loader object of ``scheme``; ValueError for a scheme not built in."""
-        target = BUILTIN_SCHEMES.get(scheme)
+        target = BUILTIN_SCHEMES.get(canonical_scheme(scheme))
         if target is None:
             raise ValueError(f"no built-in loader for scheme {scheme!r}")
         made = self._made.get(target)

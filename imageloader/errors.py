@@ -27,6 +27,8 @@ boundary with ``raise ... from exc``; they never leak through the public API.
 from __future__ import annotations
 
 import copy
+import difflib
+from collections.abc import Iterable
 from typing import Self
 
 __all__ = [
@@ -92,11 +94,24 @@ class InvalidImageIdError(ImageLoaderError, ValueError):
 
 
 class UnknownSchemeError(ImageLoaderError, LookupError):
-    """No loader is registered for the imageId's scheme and there is no fallback."""
+    """No loader is registered for the imageId's scheme and there is no fallback.
 
-    def __init__(self, scheme: str, *, image_id: str) -> None:
+    ``known`` lists the schemes that are registered (aliases included) and
+    ``suggestion`` the closest of them to ``scheme``, when one is close.
+    """
+
+    def __init__(self, scheme: str, *, image_id: str, known: Iterable[str] = ()) -> None:
         self.scheme = scheme
-        super().__init__(f"no image loader registered for scheme {scheme!r}", image_id=image_id)
+        self.known = tuple(known)
+        close = difflib.get_close_matches(scheme, self.known, n=1, cutoff=0.6)
+        self.suggestion = close[0] if close else None
+        message = f"no image loader registered for scheme {scheme!r}"
+        if self.suggestion is not None:
+            message += f"; did you mean {self.suggestion!r}?"
+        if self.known:
+            shown = ", ".join(self.known[:24]) + (", …" if len(self.known) > 24 else "")
+            message += f" (registered: {shown})"
+        super().__init__(message, image_id=image_id)
 
 
 class AccessDeniedError(ImageLoaderError, PermissionError):

@@ -9,14 +9,31 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import InvalidImageIdError
+from .errors import InvalidImageIdError, NotFoundError
 
-__all__ = ["check_frame", "http_url", "split_scheme"]
+__all__ = ["SCHEME_ALIASES", "canonical_scheme", "check_frame", "http_url", "split_scheme"]
+
+#: Other spellings of built-in schemes: the seed page (Cornerstone's docs) writes
+#: ``wado-rs:`` and ``wado-uri:``. An alias is the same scheme everywhere: in the
+#: registry, the access policy and every loader's parser.
+SCHEME_ALIASES: dict[str, str] = {"wado-rs": "wadors", "wado-uri": "wadouri"}
+
+#: What may follow the colon before the rest of an imageId (and is dropped).
+_SPACE = " \t\r\n\f\v"
+
+
+def canonical_scheme(scheme: str) -> str:
+    """``"WADO-RS"`` → ``"wadors"``: lower case (schemes are, RFC 3986 §3.1), aliases resolved."""
+    scheme = scheme.lower()
+    return SCHEME_ALIASES.get(scheme, scheme)
 
 
 def split_scheme(image_id: object) -> tuple[str, str]:
     """``"wadors:https://x/y"`` → ``("wadors", "https://x/y")``.
 
+    The scheme comes back canonical (:func:`canonical_scheme`: ``"Wado-RS"`` is
+    ``"wadors"``), and whitespace after the colon is dropped, as the seed page's
+    ``wado-rs: https://…`` writes it, so every parser reads the same rest.
     Raises :class:`InvalidImageIdError` for an empty or non-str imageId. An imageId
     without ``:`` has the empty scheme, which only a fallback loader can serve.
     """
@@ -29,7 +46,7 @@ def split_scheme(image_id: object) -> tuple[str, str]:
     scheme, sep, rest = image_id.partition(":")
     if not sep:
         return "", image_id
-    return scheme, rest
+    return canonical_scheme(scheme), rest.lstrip(_SPACE)
 
 
 def http_url(url: str, image_id: str) -> SplitResult:
@@ -51,11 +68,16 @@ def http_url(url: str, image_id: str) -> SplitResult:
 
 
 def check_frame(frame: int, count: int, image_id: str | None, *, first: int = 1) -> None:
-    """Raise :class:`InvalidImageIdError` unless ``frame`` is one of ``count`` frames.
+    """Raise :class:`NotFoundError` unless ``frame`` is one of ``count`` frames.
 
-    Frames are numbered from ``first``: 1 for DICOM (and WADO-RS), 0 for NIfTI.
+    Frames are numbered from ``first``: 1 for DICOM (and WADO-RS), 0 for NIfTI. The
+    message names the valid range ("frame 2 of 1 does not exist"): the imageId is
+    well formed, the object just has no such frame (so a service answers 404).
     """
-    if isinstance(frame, bool) or not isinstance(frame, int) or not first <= frame < first + count:
-        raise InvalidImageIdError(
-            f"frame {frame!r} is outside {first}..{first + count - 1}", image_id=image_id
-        )
+    if isinstance(frame, bool) or not isinstance(frame, int):
+        raise InvalidImageIdError(f"frame {frame!r} is not a number", image_id=image_id)
+    if not first <= frame < first + count:
+        last = first + count - 1
+        shown = frame if first == 1 else f"{frame} (0-based)"
+        valid = "it has none" if count <= 0 else f"frames are {first}..{last}"
+        raise NotFoundError(f"frame {shown} of {count} does not exist ({valid})", image_id=image_id)

@@ -1,7 +1,9 @@
 """Scheme → loader registry (Cornerstone's ``registerImageLoader``).
 
 The scheme is the text before the first ``:`` of the imageId
-(:func:`~imageloader.imageid.split_scheme`, importable from here too). A registry is
+(:func:`~imageloader.imageid.split_scheme`, importable from here too), matched
+without regard to case, as URL schemes are, and with the aliases of
+:data:`~imageloader.imageid.SCHEME_ALIASES` (``wado-rs`` is ``wadors``). A registry is
 a plain object: each :class:`~imageloader.ImageLoader` owns one, and tests create
 their own.
 """
@@ -12,7 +14,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import UnknownSchemeError
-from .imageid import split_scheme
+from .imageid import SCHEME_ALIASES, canonical_scheme, split_scheme
 
 if TYPE_CHECKING:
     from .context import LoadContext
@@ -50,18 +52,18 @@ class LoaderRegistry:
         self._unknown: ImageLoaderFunction | None = None
 
     def register(self, scheme: str, loader: ImageLoaderFunction) -> None:
-        """Serve imageIds of ``scheme`` with ``loader`` (replacing any earlier one)."""
-        if not scheme or ":" in scheme:
-            raise ValueError(f"invalid scheme {scheme!r}")
+        """Serve imageIds of ``scheme`` with ``loader`` (replacing any earlier one).
+
+        ``scheme`` is matched without regard to case; an alias (``wado-rs``) names
+        the scheme it stands for.
+        """
         if not callable(loader):
             raise TypeError("loader must be callable: async def load(image_id, ctx) -> Image")
-        self._loaders[scheme] = loader
+        self._loaders[_checked(scheme)] = loader
 
     def register_metadata(self, scheme: str, loader: MetadataLoaderFunction) -> None:
         """Serve metadata-only requests for ``scheme`` with ``loader``."""
-        if not scheme or ":" in scheme:
-            raise ValueError(f"invalid scheme {scheme!r}")
-        self._metadata[scheme] = loader
+        self._metadata[_checked(scheme)] = loader
 
     def resolve_metadata(self, image_id: str) -> MetadataLoaderFunction | None:
         """The metadata loader for ``image_id``'s scheme, or None."""
@@ -69,7 +71,7 @@ class LoaderRegistry:
 
     def unregister(self, scheme: str) -> ImageLoaderFunction | None:
         """Remove the loader of ``scheme``; returns it (or None)."""
-        return self._loaders.pop(scheme, None)
+        return self._loaders.pop(canonical_scheme(scheme), None)
 
     def register_unknown(self, loader: ImageLoaderFunction | None) -> ImageLoaderFunction | None:
         """Set the fallback for schemes with no loader; returns the previous fallback."""
@@ -89,4 +91,15 @@ class LoaderRegistry:
             return loader
         if self._unknown is not None:
             return self._unknown
-        raise UnknownSchemeError(scheme, image_id=image_id)
+        raise UnknownSchemeError(scheme, image_id=image_id, known=self._names())
+
+    def _names(self) -> list[str]:
+        """Every name a registered scheme answers to: the schemes and their aliases."""
+        aliases = [alias for alias, name in SCHEME_ALIASES.items() if name in self._loaders]
+        return sorted([*self._loaders, *aliases])
+
+
+def _checked(scheme: str) -> str:
+    if not isinstance(scheme, str) or not scheme or ":" in scheme or scheme != scheme.strip():
+        raise ValueError(f"invalid scheme {scheme!r}")
+    return canonical_scheme(scheme)

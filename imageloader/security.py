@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import AccessDeniedError
-from .imageid import split_scheme
+from .errors import AccessDeniedError, InvalidImageIdError
+from .imageid import canonical_scheme, split_scheme
 
 __all__ = ["MAX_PATH_CHARS", "AccessPolicy"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 #: Longest local path accepted (Linux's PATH_MAX).
 MAX_PATH_CHARS = 4096
@@ -46,7 +48,11 @@ class AccessPolicy:
         hosts: Iterable[str] | None = None,
         roots: Iterable[str | os.PathLike[str]] | None = None,
     ) -> None:
-        object.__setattr__(self, "schemes", None if schemes is None else frozenset(schemes))
+        object.__setattr__(
+            self,
+            "schemes",
+            None if schemes is None else frozenset(canonical_scheme(s) for s in schemes),
+        )
         object.__setattr__(
             self, "hosts", None if hosts is None else frozenset(_norm_host(h) for h in hosts)
         )
@@ -62,12 +68,22 @@ class AccessPolicy:
         return self.schemes is not None or self.hosts is not None or self.roots is not None
 
     def check_scheme(self, image_id: str) -> None:
-        """Refuse an imageId whose scheme is not allowed."""
+        """Refuse an imageId whose scheme is not allowed (matched as the registry does).
+
+        An imageId with no scheme at all is malformed (:class:`InvalidImageIdError`)
+        rather than refused, unless the policy allows the empty scheme.
+        """
         if self.schemes is None:
             return
         scheme, _ = split_scheme(image_id)
-        if scheme not in self.schemes:
-            raise AccessDeniedError(f"scheme {scheme!r} is not allowed", image_id=image_id)
+        if scheme in self.schemes:
+            return
+        if not scheme:
+            raise InvalidImageIdError(
+                "imageId has no scheme: expected scheme:rest, e.g. wadors:https://…",
+                image_id=image_id,
+            )
+        raise AccessDeniedError(f"scheme {scheme!r} is not allowed", image_id=image_id)
 
     def check_url(self, url: str, *, image_id: str | None = None) -> None:
         """Refuse a URL that is not http(s) or whose host is not allowed."""
@@ -83,9 +99,16 @@ class AccessPolicy:
         if self.hosts is None:
             return
         host = _norm_host(parts.hostname or "")
-        candidates = {host} if port is None else {host, f"{host}:{port}"}
-        if not candidates & self.hosts:
-            raise AccessDeniedError(f"host {host!r} is not allowed", image_id=image_id)
+        port = port if port is not None else _DEFAULT_PORTS[parts.scheme]
+        with_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if host in self.hosts or with_port in self.hosts or f"{host}:{port}" in self.hosts:
+            return
+        # When the host is allowed on other ports only, the port is what differs.
+        on_other_ports = any(
+            allowed.rpartition(":")[0] in (host, f"[{host}]") for allowed in self.hosts
+        )
+        named = with_port if on_other_ports else host
+        raise AccessDeniedError(f"host {named!r} is not allowed", image_id=image_id)
 
     def resolve_path(self, path: str | os.PathLike[str], *, image_id: str | None = None) -> Path:
         """The real path of a local file, refused unless inside an allowed root.

@@ -80,7 +80,7 @@ _GREYSCALE: dict[str, np.dtype[Any]] = {
 def web_image_url(image_id: str) -> str:
     """The URL an ``http:``, ``https:`` or ``web:`` imageId names."""
     scheme, rest = split_scheme(image_id)
-    url = rest if scheme == "web" else image_id
+    url = rest if scheme == "web" else f"{scheme}:{rest}"
     http_url(url, image_id)
     return url
 

@@ -298,11 +298,21 @@ def test_frame_index_is_built_once_under_concurrency(monkeypatch: pytest.MonkeyP
     assert [results[n] for n in range(1, 11)] == frames
 
 
-@pytest.mark.parametrize("bad", [0, -1, 11, True, 1.0, "1"])
-def test_frame_numbers_outside_the_object_are_invalid_image_ids(bad: object) -> None:
+@pytest.mark.parametrize("bad", [True, 1.0, "1"])
+def test_frame_numbers_that_are_not_ints_are_invalid_image_ids(bad: object) -> None:
     obj = _parse(data_file("emri_small.dcm"), image_id="dicomfile:/emri&frame=x")
     with pytest.raises(errors.InvalidImageIdError) as info:
         obj.frame(bad)  # type: ignore[arg-type]
+    assert info.value.image_id == "dicomfile:/emri&frame=x"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 11])
+def test_frames_outside_the_object_are_not_found_naming_the_range(bad: int) -> None:
+    obj = _parse(data_file("emri_small.dcm"), image_id="dicomfile:/emri&frame=x")
+    with pytest.raises(
+        errors.NotFoundError, match=rf"frame {bad} of 10 does not exist \(frames are 1\.\.10\)"
+    ) as info:
+        obj.frame(bad)
     assert info.value.image_id == "dicomfile:/emri&frame=x"
 
 

@@ -21,6 +21,7 @@ from imageloader.dicom.dicomfile import parse_dicomfile_id
 from imageloader.dicom.wadors import parse_wadors_id
 from imageloader.dicom.wadouri import parse_wadouri_id
 from imageloader.errors import InvalidImageIdError, UnknownSchemeError
+from imageloader.imageid import canonical_scheme
 from imageloader.registry import LoaderRegistry, split_scheme
 
 from ._checks import outcome_of
@@ -227,7 +228,13 @@ def test_split_scheme(image_id: object) -> None:
     scheme, rest = parts
     assert isinstance(image_id, str)
     assert ":" not in scheme
-    assert (f"{scheme}:{rest}" if scheme or image_id.startswith(":") else rest) == image_id
+    written, sep, after = image_id.partition(":")
+    if not sep:
+        assert (scheme, rest) == ("", image_id)
+        return
+    # The scheme comes back canonical, the rest without the whitespace after the colon.
+    assert scheme == canonical_scheme(written) == canonical_scheme(scheme)
+    assert rest == after.lstrip(" \t\r\n\f\v")
 
 
 @fuzz_settings(200)

@@ -66,7 +66,7 @@ def _check(value: dict[str, Any]) -> None:
     if "frames" not in value:
         return  # the parse failed with a typed error: nothing else to check
     for step, result in value["outside"]:
-        assert result == "InvalidImageIdError", (step, result)
+        assert result == "NotFoundError", (step, result)
     if not value["encapsulated"]:
         expected = (value["frame_bits"] + 7) // 8
         for n, length in value["lengths"].items():

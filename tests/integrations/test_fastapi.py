@@ -155,7 +155,9 @@ async def test_metadata_route(service: UvicornThread) -> None:
     ("case", "status", "error"),
     [
         ("malformed", 400, "InvalidImageIdError"),
+        ("no-scheme", 400, "InvalidImageIdError"),
         ("missing-file", 404, "NotFoundError"),
+        ("frame-past-the-end", 404, "NotFoundError"),
         ("origin-404", 404, "NotFoundError"),
         ("origin-500", 502, "FetchError"),
         ("garbage", 502, None),
@@ -167,7 +169,9 @@ async def test_errors_are_json_with_the_right_status(
 ) -> None:
     image_id = {
         "malformed": "wadouri:not-a-url",
+        "no-scheme": f"{SAMPLES}/CT_small.dcm",
         "missing-file": f"dicomfile:{SAMPLES}/no-such-file.dcm",
+        "frame-past-the-end": f"dicomfile:{SAMPLES}/CT_small.dcm?frame=2",
         "origin-404": origin.wadouri("no-such-object.dcm"),
         "origin-500": origin.wadouri("CT_small.dcm", status="500"),
         "garbage": origin.wadouri("CT_small.dcm", garbage="1"),
@@ -180,6 +184,10 @@ async def test_errors_are_json_with_the_right_status(
     assert body["message"]
     if error is not None:
         assert body["error"] == error
+    if case == "no-scheme":
+        assert "no scheme" in body["message"]
+    if case == "frame-past-the-end":
+        assert "frame 2 of 1 does not exist" in body["message"]
     if case != "malformed":
         assert body["image_id"] == image_id
 
@@ -210,6 +218,8 @@ async def test_access_policy_refuses_without_fetching(
         await asyncio.to_thread(server.stop)
     assert [a.status_code for a in answers] == [403] * len(refused), [a.text for a in answers]
     assert {a.json()["error"] for a in answers} == {"AccessDeniedError"}
+    # The other origin differs from the allowed one by its port only: the message says so.
+    assert f"host '{other_origin.host}' is not allowed" in answers[0].json()["message"]
     assert meta.status_code == 403
     assert sum(other_origin.hits.values()) == 0  # never fetched
     assert sum(origin.hits.values()) == 1  # only the allowed request reached an origin

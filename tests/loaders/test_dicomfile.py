@@ -176,7 +176,7 @@ async def test_errors_name_the_image_id(loader: ImageLoader, tmp_path: Path) -> 
 
     ct = Path(get_testdata_file("CT_small.dcm"))
     cases: list[tuple[str, type[ImageLoaderError]]] = [
-        (f"dicomfile:{ct}?frame=2", InvalidImageIdError),
+        (f"dicomfile:{ct}?frame=2", NotFoundError),
         (f"dicomfile:{ct}?frame=0", InvalidImageIdError),
         (f"dicomfile:{ct}?frame=x", InvalidImageIdError),
         (f"dicomfile:{tmp_path}/missing.dcm", NotFoundError),

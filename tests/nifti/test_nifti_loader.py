@@ -224,7 +224,9 @@ async def test_failures_are_typed_and_name_the_image(loader: ImageLoader, tmp_pa
     assert info.value.image_id == ids[3]
 
     good = write(tmp_path / "good.nii", nifti_bytes(np.zeros((3, 3, 3), np.uint8)))
-    with pytest.raises(InvalidImageIdError, match=r"outside 0\.\.2") as bad_frame:
+    with pytest.raises(
+        NotFoundError, match=r"frame 3 \(0-based\) of 3 does not exist \(frames are 0\.\.2\)"
+    ) as bad_frame:
         await loader.load_image(nifti_image_id(str(good), 3))
     assert bad_frame.value.image_id == nifti_image_id(str(good), 3)
     with pytest.raises(NotFoundError):
@@ -380,7 +382,7 @@ async def test_metadata_loader_reads_one_header_for_many_slices(
     for image_id in ids:
         assert isinstance(loader.metadata.get("imagePixelModule", image_id), ImagePixelModule)
     assert loader.metadata.get("generalSeriesModule", ids[0]).modality == "MR"  # kept
-    with pytest.raises(InvalidImageIdError) as info:
+    with pytest.raises(NotFoundError, match=r"frame 48 \(0-based\) of 48 does not exist") as info:
         await loader.load_metadata([nifti_image_id(url, 48)])
     assert info.value.image_id == nifti_image_id(url, 48)
 
