@@ -4,7 +4,8 @@ The object is fetched and parsed once (off the loop) and kept in the loader's
 bounded :class:`~imageloader.objectcache.ObjectCache` for its other frames; each
 frame's metadata modules are registered under its imageId, and its pixel parameters
 come from them; the frame is decoded in the decode pool at the load's request type
-and priority.
+and priority. ``wadors:`` holds one too, for the instances whose frames a server
+refuses to send (it fetches those instances whole).
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ async def run_in_own_thread(fn: Callable[[], T], name: str) -> T:
     return await future
 
 
-async def read_part10(data: bytes | str, ctx: LoadContext, image_id: str) -> Part10Object:
+async def read_part10(
+    data: bytes | memoryview | str, ctx: LoadContext, image_id: str
+) -> Part10Object:
     """Parse bytes or a file off the loop, and index its frames there too.
 
     The parse runs in a thread of its own (:func:`run_in_own_thread`), is bounded in

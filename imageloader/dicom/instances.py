@@ -4,12 +4,18 @@ Instance metadata is fetched once per instance (however many of its frames load 
 once) when nobody registered it, and every frame's modules are registered: they
 carry all a decode needs (palette LUTs, PET and RTDOSE scaling included), so no
 dataset is kept. A frame whose modules have left the metadata store has its
-instance's metadata fetched again.
+instance's metadata fetched again. The number of frames of each instance fetched
+is remembered (a few thousand instances, oldest out), so a frame past the end is a
+NotFoundError without asking the server again.
+
+:func:`fetch_part10` fetches an instance itself (Part 10, as stored): for the
+attributes its DICOM JSON lacks, and for ``wadors:`` frames a server refuses to send.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,13 +37,18 @@ __all__ = [
     "InstanceFetcher",
     "WadoRsRef",
     "fetch_bulkdata",
+    "fetch_part10",
     "instance_modules",
     "register_instance",
 ]
 
 DICOM_JSON = "application/dicom+json"
 _BULK_ACCEPT = 'multipart/related; type="application/octet-stream", application/octet-stream'
-_PART10_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+PART10_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+# A body that is not multipart must be the instance itself, not a login page.
+_PART10_MEDIA_TYPES = frozenset({"", "application/dicom", "application/octet-stream"})
+# Instances whose number of frames is remembered (an int and a URL each).
+_FRAME_COUNT_MEMORY = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,29 +139,42 @@ def _lacks_palette(ds: Dataset) -> bool:
     )
 
 
-async def _part10_header(http: HttpClient, instance_url: str, image_id: str | None) -> Dataset:
-    response = await http.get(instance_url, image_id=image_id, headers={"Accept": _PART10_ACCEPT})
-    parts = (
-        [
-            p.data
-            for p in parse_multipart_related(
-                response.body,
-                response.content_type,
+async def fetch_part10(
+    http: HttpClient, instance_url: str, image_id: str | None = None
+) -> memoryview:
+    """The instance at ``instance_url`` as a Part 10 object, as stored (one request).
+
+    Asked for as ``multipart/related; type="application/dicom"; transfer-syntax=*``;
+    a single-part ``application/dicom`` body is accepted too. The bytes are a
+    view into the response body (no copy). Raises ResponseFormatError for a body that
+    is neither, or holds other than one part, and the HTTP client's typed errors.
+    """
+    response = await http.get(instance_url, image_id=image_id, headers={"Accept": PART10_ACCEPT})
+    content_type = response.content_type
+    if not is_multipart(content_type):
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media not in _PART10_MEDIA_TYPES:
+            raise ResponseFormatError(
+                f"expected a DICOM instance, got Content-Type {content_type!r}",
                 image_id=image_id,
                 url=instance_url,
-                max_parts=1,
             )
-        ]
-        if is_multipart(response.content_type)
-        else [memoryview(response.body)]
+        return memoryview(response.body)
+    parts = parse_multipart_related(
+        response.body, content_type, image_id=image_id, url=instance_url, max_parts=1
     )
     if len(parts) != 1:
         raise ResponseFormatError(
             f"asked for one instance, got {len(parts)} parts", image_id=image_id, url=instance_url
         )
+    return parts[0].data
+
+
+async def _part10_header(http: HttpClient, instance_url: str, image_id: str | None) -> Dataset:
+    data = await fetch_part10(http, instance_url, image_id)
 
     def read() -> Dataset:
-        return parse_part10(bytes(parts[0]), image_id=image_id).dataset
+        return parse_part10(data, image_id=image_id).dataset
 
     return await asyncio.to_thread(read)
 
@@ -180,27 +204,39 @@ def register_instance(
 
 
 class InstanceFetcher:
-    """Fetches the metadata of instances whose frames have none, once per instance at a time."""
+    """Fetches the metadata of instances whose frames have none, once per instance at a time.
+
+    Remembers how many frames each instance it fetched has (bounded, oldest out).
+    """
 
     def __init__(self, loader: LoaderServices) -> None:
         self._loader = loader
-        self._fetching: dict[str, Flight[None]] = {}
+        self._fetching: dict[str, Flight[int]] = {}
+        self._frame_counts: OrderedDict[str, int] = OrderedDict()
 
     def close(self) -> None:
         """Cancel the fetches in flight."""
         for flight in self._fetching.values():
             flight.task.cancel()
 
-    async def fetch_instance(self, ctx: LoadContext, ref: WadoRsRef) -> None:
-        """Fetch, parse and register the instance's metadata (one fetch for its frames)."""
+    def frame_count(self, instance_url: str) -> int | None:
+        """The number of frames of an instance whose metadata was fetched, if remembered."""
+        return self._frame_counts.get(instance_url)
+
+    async def fetch_instance(self, ctx: LoadContext, ref: WadoRsRef) -> int:
+        """Fetch, parse and register the instance's metadata (one fetch for its frames).
+
+        Returns its number of frames (NumberOfFrames; 1 without it), for the caller's
+        range check (:func:`~imageloader.imageid.check_frame`).
+        """
         url = ref.instance_url
         flight = self._fetching.get(url)
         if flight is None:
             flight = self._fetching[url] = Flight(self._fetch(ctx, url))
             flight.task.add_done_callback(lambda _: self._fetching.pop(url, None))
-        await flight.join(ctx.image_id)
+        return await flight.join(ctx.image_id)
 
-    async def _fetch(self, ctx: LoadContext, url: str) -> None:
+    async def _fetch(self, ctx: LoadContext, url: str) -> int:
         response = await ctx.http.get(
             f"{url}/metadata",
             image_id=ctx.image_id,
@@ -215,3 +251,9 @@ class InstanceFetcher:
             )
         [(_, ds, frames)] = await parse_instances(ctx.http, [(url, items[0])], ctx.image_id)
         register_instance(self._loader, url, ds, frames)
+        counts = self._frame_counts
+        counts[url] = len(frames)
+        counts.move_to_end(url)
+        while len(counts) > _FRAME_COUNT_MEMORY:
+            counts.popitem(last=False)
+        return len(frames)

@@ -12,28 +12,52 @@
   a single-part (non-multipart) body is accepted too.
 - Metadata comes from the registry (``imageloader.dicomweb.add_series_metadata`` or the
   caller's providers); when it has none for the frame, the instance's metadata is
-  fetched once and registered.
+  fetched once and registered. A frame the instance does not have (``frames/2`` of a
+  single-frame instance, ``frames/9`` of 8) is then a
+  :class:`~imageloader.errors.NotFoundError` ("frame 2 of 1 does not exist"), from
+  :func:`~imageloader.imageid.check_frame` as for every scheme; so is it for
+  :meth:`WadoRsLoader.load_metadata`.
+- Servers that refuse frames: when every Accept is refused (400, 406, 415, 500, 501;
+  Orthanc 1.10 answers 400 "Bad file format" for some objects it stores), the
+  instance itself is fetched (``.../instances/{in}``, ``multipart/related;
+  type="application/dicom"; transfer-syntax=*``, Part 10 as stored), once however many
+  of its frames are asked for, parsed off the loop and held in the loader's bounded
+  Part 10 cache (:class:`~imageloader.dicom.frames.Part10Loader`, as ``dicomfile:``
+  does: same frame cutting, same pixels); its frames are cut from it and decoded in
+  the decode pool. The refusal is remembered per instance (a few thousand, oldest
+  out), so its later frames go straight to the instance. A 404 is a NotFoundError,
+  never a fallback; a fallback that fails too raises its own typed error, naming the
+  imageId and the refused frames request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..context import LoadContext
-from ..errors import FetchError, InvalidImageIdError, MetadataError, ResponseFormatError
+from ..errors import (
+    FetchError,
+    ImageLoaderError,
+    InvalidImageIdError,
+    MetadataError,
+    NotFoundError,
+    ResponseFormatError,
+)
 from ..http import RETRY_STATUSES, HttpResponse
 from ..image import Image
-from ..imageid import http_url
+from ..imageid import check_frame, http_url
 from ..inflight import Flight
 from ..registry import split_scheme
-from .frames import parse_frame_number
+from .frames import Part10Loader, parse_frame_number, read_part10
 from .image import decode_to_image
-from .instances import InstanceFetcher, WadoRsRef
+from .instances import InstanceFetcher, WadoRsRef, fetch_part10, frame_image_id
 from .modules import pixel_params_from_modules
 from .multipart import (
     Part,
@@ -44,6 +68,7 @@ from .multipart import (
 
 if TYPE_CHECKING:
     from ..context import LoaderServices
+    from .part10 import Part10Object
 
 __all__ = [
     "WadoRsLoader",
@@ -58,10 +83,14 @@ DEFAULT_ACCEPT = (
     'multipart/related; type="application/octet-stream"; transfer-syntax=*',
     f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}',
 )
-# Answers that mean "not in this form": try the next Accept instead of retrying.
+# Answers that mean "not in this form": try the next Accept instead of retrying; after
+# the last one, fetch the instance itself (a 404 is none of these: nothing to fetch).
 _REFUSED = frozenset({400, 406, 415, 500, 501})
 _TRANSIENT = frozenset({429, 502, 503, 504})
+# Instances remembered per FrameBatcher: the Accept that worked, or the refusal.
 _ACCEPTED_MEMORY = 4096
+# A refusal is remembered as its message: at most this much of it.
+_REFUSAL_CHARS = 300
 # Single-part bodies name their codec by media type instead of a transfer syntax.
 _MEDIA_TYPE_SYNTAX = {
     "image/jpeg": "1.2.840.10008.1.2.4.50",
@@ -122,6 +151,8 @@ def parse_wadors_id(image_id: str) -> WadoRsRef:
 
 
 _Frames = dict[int, tuple[memoryview, str]]  # frame number -> (bytes, transfer syntax UID)
+# What a waiter gets when its instance's frames were refused before its request went out.
+_NO_FRAMES: _Frames = {}
 _Waiter = tuple[asyncio.Future[_Frames], str]  # (future, imageId)
 
 
@@ -139,24 +170,39 @@ class FrameBatcher:
 
     A request is a :class:`~imageloader.inflight.Flight` whose awaiters are the
     loads of its frames: a failure names each load's imageId, and the request stops
-    when every one of them has left.
+    when every one of them has left. An instance whose frames the server refuses in
+    every form asked for is remembered (:meth:`refusal`): its frames are not asked
+    for again, and :meth:`frame` answers None for them.
     """
 
     def __init__(self, options: WadoRsOptions) -> None:
         self._options = options
         self._instances: dict[str, _Instance] = {}
         self._accepted: dict[str, int] = {}  # instance -> index of the Accept that worked
+        # instance -> how its frames request was refused (its error message)
+        self._refused: OrderedDict[str, str] = OrderedDict()
         self._tasks: set[asyncio.Task[_Frames]] = set()
+
+    def refusal(self, instance_url: str) -> str | None:
+        """How the server refused the instance's frames, if it did (then fetch the instance)."""
+        return self._refused.get(instance_url)
 
     def close(self) -> None:
         """Cancel the requests in flight."""
         for task in self._tasks:
             task.cancel()
 
-    async def frame(self, ctx: LoadContext, ref: WadoRsRef) -> tuple[memoryview, str]:
-        """The frame's bytes and transfer syntax UID."""
+    async def frame(self, ctx: LoadContext, ref: WadoRsRef) -> tuple[memoryview, str] | None:
+        """The frame's bytes and transfer syntax UID; None if its frames are refused.
+
+        None when the server refused this instance's frames in every form asked for
+        (400, 406, 415, 500, 501 to the last Accept), now or before: the caller fetches
+        the instance instead. Any other failure is raised.
+        """
         options = self._options
         key = ref.instance_url
+        if key in self._refused:
+            return None
         state = self._instances.setdefault(key, _Instance())
         future: asyncio.Future[_Frames] = asyncio.get_running_loop().create_future()
         waiter = (future, ctx.image_id)
@@ -169,7 +215,12 @@ class FrameBatcher:
             state.scheduled = True
             asyncio.get_running_loop().call_soon(self._start_scheduled, ctx, key, state)
         try:
-            return (await future)[ref.frame]
+            # A refusal that came before this frame's request went out: no frames.
+            return (await future).get(ref.frame)
+        except FetchError as exc:
+            if exc.status in _REFUSED and key in self._refused:
+                return None
+            raise
         finally:
             waiters = state.pending.get(ref.frame)
             if waiters is not None and waiter in waiters:  # left before its request
@@ -183,6 +234,13 @@ class FrameBatcher:
             self._start(ctx, key, state)
 
     def _start(self, ctx: LoadContext, key: str, state: _Instance) -> None:
+        if key in self._refused:
+            # Refused meanwhile: the frames still waiting are not asked for.
+            for waiters in state.pending.values():
+                for future, _ in waiters:
+                    if not future.done():
+                        future.set_result(_NO_FRAMES)
+            state.pending.clear()
         batch = ctx.limits.max_frames_per_request if self._options.batch_frames else 1
         frames = sorted(state.pending)[:batch]
         if not frames:
@@ -232,7 +290,10 @@ class FrameBatcher:
                     retry_statuses=RETRY_STATUSES if last else _TRANSIENT,
                 )
             except FetchError as exc:
-                if last or exc.status not in _REFUSED:
+                if exc.status not in _REFUSED:
+                    raise
+                if last:
+                    self._refuse(key, exc)
                     raise
                 continue
             if index:
@@ -242,6 +303,14 @@ class FrameBatcher:
                     del self._accepted[next(iter(self._accepted))]
             return response
         raise AssertionError("unreachable: the last Accept raises or returns")
+
+    def _refuse(self, key: str, exc: FetchError) -> None:
+        """Remember that the instance's frames are refused (bounded: oldest out)."""
+        self._accepted.pop(key, None)
+        self._refused[key] = exc.message[:_REFUSAL_CHARS]
+        self._refused.move_to_end(key)
+        while len(self._refused) > _ACCEPTED_MEMORY:
+            self._refused.popitem(last=False)
 
 
 def part_syntax(part: Part) -> str:
@@ -278,35 +347,121 @@ def split_frames(
     return parts
 
 
+def _instance_of(image_id: str) -> str | None:
+    """The instance URL of a wadors imageId (the key of its Part 10 object), else None."""
+    try:
+        if split_scheme(image_id)[0] != "wadors":
+            return None
+        return parse_wadors_id(image_id).instance_url
+    except InvalidImageIdError:
+        return None
+
+
+def _modules(ctx: LoadContext, image_id: str, ref: WadoRsRef) -> dict[str, Any]:
+    """The frame's modules, also when ``image_id`` is written another way.
+
+    Metadata is registered under each frame's canonical id (``wadors:…/frames/N``);
+    ``wado-rs: …``, ``WADORS:…`` or ``frames/01`` name the same frame, and get its
+    modules registered under the caller's id too, where the caller will look.
+    """
+    modules = ctx.metadata.modules(image_id)
+    if "imagePixelModule" in modules:
+        return modules
+    canonical = frame_image_id(ref.instance_url, ref.frame)
+    if canonical != image_id:
+        found = ctx.metadata.modules(canonical)
+        if "imagePixelModule" in found:
+            ctx.metadata.store.add(image_id, found)
+            return found
+    return modules
+
+
+def _after_refusal(exc: ImageLoaderError, refusal: str | None) -> ImageLoaderError:
+    """``exc`` (same type, same fields), saying why the instance was fetched at all."""
+    why = "because its frames were refused" + (f": {refusal}" if refusal else "")
+    if isinstance(exc, NotFoundError):
+        # The frames exist (the server refused to send them, it did not say there are
+        # none): a server without an instance route is a failed fetch, not a 404.
+        failed = FetchError(f"{exc.message}; the instance was fetched {why}", image_id=exc.image_id)
+        failed.url, failed.status = exc.url, exc.status  # named in the message already
+        return failed
+    clone = copy.copy(exc)
+    clone.message = f"{exc.message}; the instance was fetched {why}"
+    clone.args = (
+        clone.message if exc.image_id is None else f"{clone.message} [imageId: {exc.image_id}]",
+    )
+    return clone
+
+
 class WadoRsLoader:
-    """The ``wadors:`` loader of one ImageLoader: its options, instances and frame requests."""
+    """The ``wadors:`` loader of one ImageLoader: its options, instances and frame requests.
+
+    ``refused`` holds, within the loader's Part 10 cache bounds, the instances fetched
+    whole because the server refused their frames.
+    """
 
     def __init__(self, services: LoaderServices) -> None:
         #: How frames are asked for (mutable: see :func:`wadors_options`).
         self.options = WadoRsOptions()
         self.instances = InstanceFetcher(services)
         self.batcher = FrameBatcher(self.options)
+        self.refused = Part10Loader(services, _instance_of)
 
     async def aclose(self) -> None:
-        """Cancel the metadata and frame requests in flight."""
+        """Cancel the metadata, frame and instance requests in flight; drop the instances."""
         self.instances.close()
         self.batcher.close()
+        await self.refused.aclose()
 
     async def load(self, image_id: str, ctx: LoadContext) -> Image:
-        """One frame: metadata from the registry (else the instance's), bytes batched."""
+        """One frame: metadata from the registry (else the instance's), bytes batched.
+
+        A frame of an instance whose frames the server refuses is cut from the
+        instance itself (fetched once, held in :attr:`refused`).
+        """
         ref = parse_wadors_id(image_id)
-        modules = ctx.metadata.modules(image_id)
+        if self.batcher.refusal(ref.instance_url) is not None:
+            return await self._from_instance(image_id, ctx, ref)  # no frames request
+        modules = _modules(ctx, image_id, ref)
         if "imagePixelModule" not in modules:
-            await self.instances.fetch_instance(ctx, ref)
-            modules = ctx.metadata.modules(image_id)
+            await self._fetch_metadata(image_id, ctx, ref)
+            modules = _modules(ctx, image_id, ref)
             if "imagePixelModule" not in modules:
                 raise MetadataError("no imagePixelModule for this frame", image_id=image_id)
-        data, syntax = await self.batcher.frame(ctx, ref)
+        got = await self.batcher.frame(ctx, ref)
+        if got is None:
+            return await self._from_instance(image_id, ctx, ref)
+        data, syntax = got
         params = pixel_params_from_modules(modules, syntax, image_id=image_id)
         return await decode_to_image(image_id, ctx, data, params, modules, syntax)
 
     async def load_metadata(self, image_id: str, ctx: LoadContext) -> None:
-        """Fetch and register the instance's metadata unless the frame already has it."""
+        """Fetch and register the instance's metadata unless the frame already has it.
+
+        Raises NotFoundError for a frame the instance does not have.
+        """
         ref = parse_wadors_id(image_id)
-        if "imagePixelModule" not in ctx.metadata.modules(image_id):
-            await self.instances.fetch_instance(ctx, ref)
+        if "imagePixelModule" not in _modules(ctx, image_id, ref):
+            await self._fetch_metadata(image_id, ctx, ref)
+            _modules(ctx, image_id, ref)
+
+    async def _fetch_metadata(self, image_id: str, ctx: LoadContext, ref: WadoRsRef) -> None:
+        """Fetch the instance's metadata; NotFoundError if it has no frame ``ref.frame``."""
+        known = self.instances.frame_count(ref.instance_url)
+        if known is not None:
+            check_frame(ref.frame, known, image_id)  # past the end: no request
+        count = await self.instances.fetch_instance(ctx, ref)
+        check_frame(ref.frame, count, image_id)
+
+    async def _from_instance(self, image_id: str, ctx: LoadContext, ref: WadoRsRef) -> Image:
+        """The frame cut from the instance itself (Part 10), as ``dicomfile:`` cuts it."""
+        key = ref.instance_url
+
+        async def fetch() -> Part10Object:
+            try:
+                data = await fetch_part10(ctx.http, key, ctx.image_id)
+                return await read_part10(data, ctx, ctx.image_id)
+            except ImageLoaderError as exc:
+                raise _after_refusal(exc, self.batcher.refusal(key)) from exc
+
+        return await self.refused.decode_frame(image_id, ctx, key, fetch, ref.frame)
