@@ -6,6 +6,13 @@
 the server. The object is downloaded once, however many of its frames load at
 once, kept in a bounded cache for the frames still to come, and released when its
 cached frames leave the image cache.
+
+A WADO-URI request (``requestType=WADO``) that names no ``contentType`` is sent
+with ``contentType=application/dicom``: without it the server renders the image
+(WADO-URI's default is ``image/jpeg``; Orthanc 1.10 sends a JPEG or a PNG). The
+imageId is unchanged (it stays the cache key). One that names only other content
+types (say ``image/jpeg``) is an :class:`~imageloader.errors.InvalidImageIdError`
+saying so, before any request.
 """
 
 from __future__ import annotations
@@ -31,8 +38,16 @@ __all__ = ["WadoUriLoader", "parse_wadouri_id"]
 SCHEMES = ("wadouri", "dicomweb")
 
 
+#: The one content type of a Part 10 object (PS3.18 WADO-URI ``contentType``).
+DICOM_CONTENT_TYPE = "application/dicom"
+
+
 def parse_wadouri_id(image_id: str) -> tuple[str, int]:
-    """The object's URL (without ``frame``) and the 1-based frame number."""
+    """The URL to fetch (without ``frame``) and the 1-based frame number.
+
+    A WADO-URI request naming no ``contentType`` asks for ``application/dicom``; one
+    naming only others is refused (:func:`_content_type`).
+    """
     _, url = split_scheme(image_id)
     parts = http_url(url, image_id)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -40,8 +55,36 @@ def parse_wadouri_id(image_id: str) -> tuple[str, int]:
     if len(frames) > 1:
         raise InvalidImageIdError("more than one frame parameter", image_id=image_id)
     frame = parse_frame_number(frames[0] if frames else None, image_id)
-    rest = urlencode([(k, v) for k, v in query if k != "frame"])
+    query = _content_type([(k, v) for k, v in query if k != "frame"], image_id)
+    rest = urlencode(query)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")), frame
+
+
+def _content_type(query: list[tuple[str, str]], image_id: str) -> list[tuple[str, str]]:
+    """``query``, asking for ``application/dicom`` if it is a WADO-URI request.
+
+    Only a ``requestType=WADO`` query is a WADO-URI request (any other URL is fetched
+    as it is). Naming no content type (or an empty one), it gets
+    ``contentType=application/dicom``: WADO-URI's default is a rendered image. A
+    ``contentType`` is a list of media types (PS3.18: comma-separated, with
+    parameters such as ``q``); one that names no ``application/dicom`` cannot give a
+    Part 10 object, which is all ``wadouri:`` reads.
+    """
+    if not any(k == "requestType" and v.strip().upper() == "WADO" for k, v in query):
+        return query
+    named = [v for k, v in query if k == "contentType" and v.strip()]
+    if not named:
+        rest = [(k, v) for k, v in query if k != "contentType"]
+        return [*rest, ("contentType", DICOM_CONTENT_TYPE)]
+    types = [t.split(";", 1)[0].strip().lower() for v in named for t in v.split(",")]
+    if DICOM_CONTENT_TYPE not in types:
+        asked = ", ".join(named)
+        raise InvalidImageIdError(
+            f"the URL asks for contentType={asked}, and wadouri: needs {DICOM_CONTENT_TYPE}"
+            f" (a Part 10 object): leave contentType out or set it to {DICOM_CONTENT_TYPE}",
+            image_id=image_id,
+        )
+    return query
 
 
 def _key_of(image_id: str) -> str | None:
