@@ -38,8 +38,10 @@ from .request_pool import RequestPool, RequestType
 
 if TYPE_CHECKING:
     import aiohttp
+    import numpy.typing as npt
 
     from .decode.pool import DecodePool
+    from .dicom.memoryfiles import MemoryFiles
     from .http import HttpClient, HttpOptions
     from .security import AccessPolicy
     from .volume import Volume
@@ -160,6 +162,22 @@ class ImageLoader:
         scheme that is not built in.
         """
         return self._builtins.get(scheme)
+
+    @property
+    def files(self) -> MemoryFiles:
+        """DICOM Part 10 files held in memory (Cornerstone's ``wadouri.fileManager``).
+
+        ``image_id = loader.files.add(data)`` takes ``bytes``, ``bytearray``,
+        ``memoryview`` or a binary file object and returns ``dicomfile:N``; its
+        frames are ``f"{image_id}?frame={n}"`` (1-based) and load like any
+        ``dicomfile:`` id. ``loader.files.remove(image_id)`` releases it (and its
+        cached frames). Bounded by ``Limits.max_files_bytes``.
+        """
+        from .dicom.dicomfile import DicomFileLoader
+
+        dicomfile = self._builtins.get("dicomfile")
+        assert isinstance(dicomfile, DicomFileLoader), dicomfile
+        return dicomfile.files
 
     def add_closer(self, closer: Callable[[], Any]) -> Callable[[], None]:
         """Run ``closer()`` (sync, or returning an awaitable) when the loader closes.
@@ -448,9 +466,14 @@ class ImageLoader:
         *,
         request_type: RequestType | str = RequestType.PREFETCH,
         priority: float = 0,
-        use_16bit: bool = False,
+        dtype: npt.DTypeLike | None = None,
     ) -> Volume:
-        """Allocate and cache a volume at once; its slices stream in (see :mod:`.volume`)."""
+        """Allocate and cache a volume at once; its slices stream in (see :mod:`.volume`).
+
+        The volume has the dtype its slices decode to (int16 for a CT, float32 where
+        the modality LUT has fractions), from their metadata; ``dtype`` asks for
+        another, into which a slice is copied only if its values fit.
+        """
         from .volume import create_and_cache_volume
 
         self._open()
@@ -460,7 +483,7 @@ class ImageLoader:
             image_ids,
             request_type=request_type,
             priority=priority,
-            use_16bit=use_16bit,
+            dtype=dtype,
         )
 
     def cancel_load_image(self, image_id: str) -> bool:

@@ -13,24 +13,55 @@ and cached, ``IMAGE_LOAD_PROGRESS`` per slice, ``IMAGE_VOLUME_LOADING_COMPLETED`
 A volume's slices are not stored twice: each loaded frame's Image is cached as a
 view into the volume array with size 0, so the volume's bytes count once in the
 cache; image pressure never evicts a volume (``cache.remove_volume`` frees it).
+Only a frame of the volume's own dtype is cached so: a later load of any image
+gives what a fresh decode gives.
 
-The dtype follows Cornerstone3D's volume rule: 16- and 32-bit greyscale data is
-float32 (``use_16bit=True`` keeps int16/uint16 when the scaled range allows it),
-8-bit data keeps 8 bits when its scaled range fits, colour is uint8 RGB.
+**The dtype** is the one the slices get under the pixel contract
+(:mod:`imageloader.decode.pixels`), decided from the metadata before any slice
+arrives (:func:`volume_dtype`); Cornerstone3D 2+ also keeps the native type. It is
+the decode worker's rule, ``dtype_for_range(*scaled_range(lo, hi, scaling))``,
+applied to the range the pixel module allows (Bits Stored and Pixel
+Representation: :func:`~imageloader.decode.pixels.stored_range`) where the worker
+uses one frame's min and max, joined over every slice's modules:
+
+- an int16 CT is int16, 8-bit data uint8, unsigned 12- or 16-bit data uint16,
+  colour uint8 RGB(A);
+- float32 only where the modality LUT has fractions (PET SUV, RTDOSE
+  DoseGridScaling, a slope like 0.5) or its range fits no integer type;
+- integer data of at most 16 bits through a whole-number modality LUT stays in
+  16 bits (int16 when the range goes below 0, else uint16) even though the extremes
+  of Bits Stored would scale past them (a signed 16-bit CT with a ``-1024``
+  intercept): Cornerstone's assumption too. A slice that does go past (stored
+  -32768 padding: -33792) decodes as float32 and is refused, by name (below).
+
+A slice can still decode to another dtype than the volume's, since the worker
+decides from its values: signed data without negative values decodes unsigned,
+a dark slice of a 16-bit series as uint8. It is copied in, cast, when its values
+fit.
+
+``dtype=`` asks for another dtype (a native integer or floating type). Whatever
+the volume's dtype, a slice is copied in only when its values fit: unchanged (a
+safe cast, or integers within an integer volume's range), or rounded to a floating
+volume's precision within its range. Nothing is wrapped, clipped or truncated: a
+slice that does not fit (floating values into an integer volume, values outside its
+range) fails with :class:`~imageloader.errors.MetadataError` naming its imageId, in
+``volume.failures`` (``loaded()`` raises :class:`~imageloader.errors.LoadFailedError`).
+An integer ``dtype`` for a series the modality LUT makes floating is refused at
+once (``ValueError``): cast ``volume.data`` yourself for that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from . import events as ev
-from .decode.pixels import dtype_for_range, scaling_for
+from .decode.pixels import dtype_for_range, scaled_range, scaling_for, stored_range
 from .dicom.modules import pixel_params_from_modules
 from .errors import ImageLoaderError, ImageTooLargeError, LoadFailedError, MetadataError
 from .geometry import SliceGeometry, slice_geometry
@@ -41,31 +72,109 @@ from .request_pool import RequestType
 if TYPE_CHECKING:
     from .context import LoaderServices
 
-__all__ = ["Volume", "create_and_cache_volume", "volume_dtype"]
+__all__ = ["DTYPE_MODULES", "Volume", "cast_problem", "create_and_cache_volume", "volume_dtype"]
 
 
-def volume_dtype(
-    modules: dict[str, Any], *, prescale: bool = True, use_16bit: bool = False
-) -> np.dtype[Any]:
-    """The array dtype for a volume of images with these modules (Cornerstone's rule)."""
-    pixel = modules.get("imagePixelModule")
-    if not isinstance(pixel, ImagePixelModule):
-        raise MetadataError("no imagePixelModule")
-    if pixel.samples_per_pixel > 1 or pixel.photometric_interpretation == "PALETTE COLOR":
-        return np.dtype(np.uint8)
-    bits = pixel.bits_stored
-    if pixel.pixel_representation:
-        lo, hi = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
-    else:
-        lo, hi = 0.0, 2.0**bits - 1
-    if prescale:
-        scaling = scaling_for(pixel_params_from_modules(modules, "1.2.840.10008.1.2.1"))
-        if scaling is not None:
-            lo, hi = sorted((scaling.apply(lo), scaling.apply(hi)))
-    fitted = dtype_for_range(lo, hi)
-    if (pixel.bits_allocated >= 16 and not use_16bit) or fitted.itemsize > 2:
+#: The modules :func:`volume_dtype` reads (as pixel_params_from_modules does): what
+#: the other paths that build a series' array (a prefetch's writer, load_series_dask)
+#: collect for it.
+DTYPE_MODULES = ("imagePixelModule", "modalityLutModule", "generalSeriesModule", "scalingModule")
+_INT16 = (-32768, 32767)
+_UINT16 = (0, 65535)
+
+
+def _is_colour(pixel: ImagePixelModule) -> bool:
+    # As the decode worker: colour and palette frames become uint8 RGB(A).
+    return pixel.samples_per_pixel > 1 or pixel.photometric_interpretation == "PALETTE COLOR"
+
+
+def volume_dtype(*modules: Mapping[str, Any], prescale: bool = True) -> np.dtype[Any]:
+    """The dtype of a volume of images with these modules (one mapping per slice).
+
+    The decode worker's rule over what the metadata allows (see the module's
+    docstring): uint8 for colour (by the first slice); otherwise the stored range
+    of each slice through its modality LUT (``prescale``), joined, then
+    ``dtype_for_range`` of it, with float32 for a LUT with fractions and integer
+    data of at most 16 bits kept in 16 bits.
+    """
+    if not modules:
+        raise MetadataError("no modules: a volume needs at least one image")
+    lo, hi = float("inf"), float("-inf")
+    fractions = False
+    at_most_16_bits = True
+    for index, slice_modules in enumerate(modules):
+        pixel = slice_modules.get("imagePixelModule")
+        if not isinstance(pixel, ImagePixelModule):
+            raise MetadataError("no imagePixelModule")
+        if _is_colour(pixel):
+            if index == 0:
+                return np.dtype(np.uint8)
+            continue  # a colour slice in a greyscale series fails on its shape
+        params = pixel_params_from_modules(slice_modules, "1.2.840.10008.1.2.1")
+        scaling = scaling_for(params) if prescale else None
+        fractions = fractions or (scaling is not None and not scaling.integral)
+        at_most_16_bits = at_most_16_bits and pixel.bits_allocated <= 16
+        low, high = scaled_range(*stored_range(params), scaling)
+        lo, hi = min(lo, low), max(hi, high)
+    if fractions:
+        # A frame whose scaled min and max happen to be whole numbers gets an
+        # integer type (truncated, as Cornerstone's preScale); any other, float32.
         return np.dtype(np.float32)
-    return fitted
+    if at_most_16_bits:
+        bound_lo, bound_hi = _INT16 if lo < 0 else _UINT16
+        lo, hi = max(lo, bound_lo), min(hi, bound_hi)
+    return dtype_for_range(lo, hi)
+
+
+def _requested_dtype(dtype: npt.DTypeLike, volume_id: str) -> np.dtype[Any]:
+    """``dtype`` as a numpy dtype: a native-order integer or floating type, or ValueError."""
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"volume {volume_id!r}: dtype {dtype!r} is not a dtype") from exc
+    if wanted.kind not in "iuf" or not wanted.isnative:
+        raise ValueError(
+            f"volume {volume_id!r}: dtype must be a native-order integer or floating type, "
+            f"not {wanted}"
+        )
+    return wanted
+
+
+def cast_problem(values: npt.NDArray[Any], dtype: np.dtype[Any]) -> str | None:
+    """Why ``values`` cannot be copied into an array of ``dtype``, or None if they can.
+
+    They can when the cast is safe, when integers lie within an integer type's
+    range, and, for a floating ``dtype``, when they lie within its finite range
+    (they are then rounded to its precision). Never when floating values would go
+    into an integer type.
+    """
+    source = values.dtype
+    if source == dtype or np.can_cast(source, dtype, "safe"):
+        return None
+    if dtype.kind in "iu":
+        if source.kind not in "iub":
+            lo, hi = _finite_range(values)
+            return f"{source} values ({lo:g}..{hi:g}) would be truncated to {dtype}"
+        info = np.iinfo(dtype)
+        low, high = int(values.min()), int(values.max())
+        if low < info.min or high > info.max:
+            return f"values {low}..{high} are outside {dtype}'s range {info.min}..{info.max}"
+        return None
+    # NaN and infinities stay what they are; finite values must not overflow.
+    limit = float(np.finfo(dtype).max)
+    lo, hi = _finite_range(values)
+    if lo < -limit or hi > limit:
+        return f"values {lo:g}..{hi:g} are outside {dtype}'s range"
+    return None
+
+
+def _finite_range(values: npt.NDArray[Any]) -> tuple[float, float]:
+    """Min and max of the finite values (0, 0 if there is none)."""
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+        if not values.size:
+            return 0.0, 0.0
+    return float(values.min()), float(values.max())
 
 
 class Volume:
@@ -147,9 +256,19 @@ async def create_and_cache_volume(
     *,
     request_type: RequestType | str = RequestType.PREFETCH,
     priority: float = 0,
-    use_16bit: bool = False,
+    dtype: npt.DTypeLike | None = None,
 ) -> Volume:
-    """Allocate and cache a volume for ``image_ids``, and start streaming its slices."""
+    """Allocate and cache a volume for ``image_ids``, and start streaming its slices.
+
+    Its dtype is :func:`volume_dtype` of the slices' metadata, the one the decode
+    worker gives the slices; ``dtype`` asks for another, into which each slice is
+    copied only if its values fit (see the module's docstring). Raises
+    :class:`~imageloader.errors.MetadataError` for missing metadata,
+    :class:`~imageloader.errors.ImageTooLargeError` over ``max_volume_bytes``, and
+    ``ValueError`` for a ``dtype`` that is not a native integer or floating type, or
+    an integer one for floating data.
+    """
+    wanted = None if dtype is None else _requested_dtype(dtype, volume_id)
     if not image_ids:
         raise MetadataError("a volume needs at least one image", image_id=volume_id)
     await loader.load_metadata(image_ids)
@@ -160,20 +279,28 @@ async def create_and_cache_volume(
             raise MetadataError("no imagePlaneModule: cannot place the slice", image_id=image_id)
         planes[image_id] = plane
     geometry = slice_geometry(planes)
-    first = loader.metadata.modules(geometry.image_ids[0])
-    dtype = volume_dtype(first, prescale=loader.default_options.prescale, use_16bit=use_16bit)
-    pixel = first["imagePixelModule"]
-    colour = pixel.samples_per_pixel > 1 or pixel.photometric_interpretation == "PALETTE COLOR"
+    modules = [loader.metadata.modules(i, DTYPE_MODULES) for i in geometry.image_ids]
+    for image_id, slice_modules in zip(geometry.image_ids, modules, strict=True):
+        if not isinstance(slice_modules.get("imagePixelModule"), ImagePixelModule):
+            raise MetadataError("no imagePixelModule: cannot size the slice", image_id=image_id)
+    natural = volume_dtype(*modules, prescale=loader.default_options.prescale)
+    if wanted is not None and natural.kind == "f" and wanted.kind in "iu":
+        raise ValueError(
+            f"volume {volume_id!r}: its slices are {natural} (the modality LUT has fractions); "
+            f"{wanted} would truncate them: ask for a floating dtype"
+        )
+    array_dtype = natural if wanted is None else wanted
+    pixel = modules[0]["imagePixelModule"]
     shape: tuple[int, ...] = (len(geometry.image_ids), pixel.rows, pixel.columns)
-    if colour:
+    if _is_colour(pixel):
         shape += (4 if loader.default_options.use_rgba else 3,)
-    size = int(np.prod(shape)) * dtype.itemsize
+    size = int(np.prod(shape)) * array_dtype.itemsize
     if size > loader.limits.max_volume_bytes:
         raise ImageTooLargeError(
             f"volume of {size} bytes exceeds max_volume_bytes ({loader.limits.max_volume_bytes})",
             image_id=volume_id,
         )
-    volume = Volume(volume_id, geometry, np.zeros(shape, dtype))
+    volume = Volume(volume_id, geometry, np.zeros(shape, array_dtype))
     loader.cache.put_volume(volume)
     volume._task = asyncio.ensure_future(
         _stream(loader, volume, RequestType(request_type), priority)
@@ -204,7 +331,8 @@ async def _stream(
             if isinstance(result, ImageLoaderError):
                 volume.failures[result.image_id or "?"] = result
                 continue
-            _place(loader, volume, index[result.image_id], result)
+            if not _place(loader, volume, index[result.image_id], result):
+                continue  # recorded in volume.failures
             volume.loaded_count += 1
             loader.events.emit(
                 ev.IMAGE_LOAD_PROGRESS,
@@ -227,17 +355,30 @@ async def _stream(
     )
 
 
-def _place(loader: LoaderServices, volume: Volume, k: int, image: Image) -> None:
+def _place(loader: LoaderServices, volume: Volume, k: int, image: Image) -> bool:
+    """Copy a slice into the volume; False (and a failure recorded) if it does not fit."""
     target = volume.data[k]
-    if image.pixel_data.shape != target.shape:
+    pixels = image.pixel_data
+    if pixels.shape != target.shape:
         volume.failures[image.image_id] = MetadataError(
-            f"slice is {image.pixel_data.shape}, the volume expects {target.shape}",
+            f"slice is {pixels.shape}, the volume expects {target.shape}",
             image_id=image.image_id,
         )
-        return
-    target[...] = image.pixel_data
-    if loader.cache.get_volume(volume.volume_id) is volume:
-        # The cached image is a view into the volume: its bytes count once, there.
+        return False
+    problem = cast_problem(pixels, target.dtype)
+    if problem is not None:
+        volume.failures[image.image_id] = MetadataError(
+            f"the {pixels.dtype} slice does not fit the {target.dtype} volume "
+            f"{volume.volume_id!r}: {problem} (create_and_cache_volume(..., dtype=...) "
+            "asks for a dtype that holds it)",
+            image_id=image.image_id,
+        )
+        return False
+    target[...] = pixels
+    # The cached image is a view into the volume: its bytes count once, there. Only
+    # in its own dtype: a load of it must give what a fresh decode gives.
+    if pixels.dtype == target.dtype and loader.cache.get_volume(volume.volume_id) is volume:
         loader.cache.put_image(
             image.replace(pixel_data=target, data_type=target.dtype.name), size_in_bytes=0
         )
+    return True

@@ -7,6 +7,11 @@
 - :func:`apply_modality_lut` is Cornerstone's preScale: slope·v + intercept (PET
   SUV, RTDOSE DoseGridScaling), in the smallest container that holds the range
   (:func:`dtype_for_range`), integers truncated as a JavaScript typed array would.
+
+The dtype rule is one composition, ``dtype_for_range(*scaled_range(lo, hi, scaling))``:
+a frame's pixels get it over the frame's own stored min and max; a volume
+(:func:`imageloader.volume.volume_dtype`) gets it over :func:`stored_range`, what
+the pixel module allows, before any frame has arrived.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ __all__ = [
     "dtype_for_range",
     "native_length",
     "native_samples",
+    "scaled_range",
     "scaling_for",
+    "stored_range",
     "stored_values",
 ]
 
@@ -102,6 +109,18 @@ def stored_values(samples: Array, params: PixelParams, precision: int | None = N
     return np.bitwise_and(samples, (1 << bits) - 1, dtype=samples.dtype)
 
 
+def stored_range(params: PixelParams) -> tuple[int, int]:
+    """The range of every value :func:`stored_values` can give for these params.
+
+    Bits Stored (at most Bits Allocated) wide, two's complement when Pixel
+    Representation is 1: ``[-2**(b-1), 2**(b-1) - 1]``, else ``[0, 2**b - 1]``.
+    """
+    bits = max(1, min(params.bits_stored, params.bits_allocated))
+    if params.pixel_representation == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Scaling:
     """Cornerstone's scalingParameters: what preScale applies to stored values."""
@@ -118,6 +137,24 @@ class Scaling:
             return values * self.dose_grid_scaling
         scaled = values * self.slope + self.intercept
         return self.suvbw * scaled if self.suvbw is not None else scaled
+
+    @property
+    def integral(self) -> bool:
+        """Whether every factor and offset is a whole number (integers stay integers)."""
+        return _is_integer(self.slope, self.intercept, self.suvbw, self.dose_grid_scaling)
+
+
+def scaled_range(lo: float, hi: float, scaling: Scaling | None) -> tuple[float, float]:
+    """``[lo, hi]`` of stored values through ``scaling`` (None: unchanged), lowest first.
+
+    The modality LUT is monotonic, so its ends are the scaled ends (swapped by a
+    negative slope).
+    """
+    lo, hi = float(lo), float(hi)
+    if scaling is None:
+        return lo, hi
+    ends = (scaling.apply(lo), scaling.apply(hi))
+    return min(ends), max(ends)
 
 
 def _usable(value: float | None) -> bool:
@@ -150,8 +187,7 @@ def _wrapped(value: float, dtype: np.dtype[Any]) -> Array:
 
 
 def _scale(stored: Array, scaling: Scaling, dtype: np.dtype[Any]) -> Array:
-    numbers = (scaling.slope, scaling.intercept, scaling.suvbw, scaling.dose_grid_scaling)
-    if dtype.kind in "iu" and _is_integer(*numbers):
+    if dtype.kind in "iu" and scaling.integral:
         # Integer arithmetic straight in the target type: exact, because every step
         # is exact modulo 2**bits and the result is known to fit (its range chose
         # the type). One copy and one pass instead of a float round trip.
@@ -188,15 +224,14 @@ def apply_modality_lut(
     """
     lo, hi = stored.min().item(), stored.max().item()
     scaling = scaling_for(params) if prescale else None
+    # The dtype rule (a volume applies it to stored_range(params) instead).
+    dtype = dtype_for_range(*scaled_range(lo, hi, scaling))
     if scaling is None:
-        dtype = dtype_for_range(lo, hi)
         out = stored if stored.dtype == dtype else stored.astype(dtype)
         slope = 1.0 if params.rescale_slope is None else float(params.rescale_slope)
         intercept = 0.0 if params.rescale_intercept is None else float(params.rescale_intercept)
         record = PreScale(prescale, False, slope, intercept, params.modality)
         return out, float(lo), float(hi), record
-    ends = (scaling.apply(float(lo)), scaling.apply(float(hi)))
-    dtype = dtype_for_range(min(ends), max(ends))
     out = _scale(stored, scaling, dtype)
     # The same arithmetic on the two extremes gives the data's own min and max
     # (the scaling is monotonic), without another pass over the pixels.

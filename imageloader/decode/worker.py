@@ -18,7 +18,6 @@ Every failure is an :mod:`imageloader.errors` exception naming the imageId.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -166,18 +165,12 @@ def _output_pixel_bytes(params: PixelParams, options: DecodeOptions) -> int:
     scaling = pixels.scaling_for(params) if options.prescale else None
     if scaling is None:
         return stored
-    numbers = (scaling.slope, scaling.intercept, scaling.suvbw, scaling.dose_grid_scaling)
-    if not all(n is None or (math.isfinite(n) and float(n).is_integer()) for n in numbers):
+    if not scaling.integral:
         return 4  # float32 (through a float64 working copy)
     # The container for the scaled range of every value BitsStored can hold: the
     # data's own range, a part of it, never needs a larger one.
-    bits = min(params.bits_stored, 32)
-    if params.pixel_representation:
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    else:
-        lo, hi = 0, (1 << bits) - 1
-    ends = (scaling.apply(float(lo)), scaling.apply(float(hi)))
-    return pixels.dtype_for_range(min(ends), max(ends)).itemsize
+    scaled = pixels.scaled_range(*pixels.stored_range(params), scaling)
+    return pixels.dtype_for_range(*scaled).itemsize
 
 
 def _decode(

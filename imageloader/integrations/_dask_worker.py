@@ -24,6 +24,7 @@ from anyio.lowlevel import current_token
 from ..errors import MetadataError
 from ..image import Image
 from ..loader import ImageLoader
+from ..metadata import ImagePixelModule
 from ..output import LocalBackend, SeriesWriter, SettledLoad, WrittenSeries
 
 __all__ = [
@@ -157,15 +158,38 @@ _register_exit_hook()
 
 
 # -- tasks ---------------------------------------------------------------------------------
-def probe(image_id: str, options: Mapping[str, Any]) -> tuple[tuple[int, ...], str]:
+def probe(image_ids: tuple[str, ...], options: Mapping[str, Any]) -> tuple[tuple[int, ...], str]:
+    """The series' frame shape (the first frame's) and dtype (a volume's: ``volume_dtype``
+    of every frame's metadata; the first frame's where a scheme has no metadata loader)."""
+    from ..volume import DTYPE_MODULES, volume_dtype  # on first use, as loader.py does
+
     pl = process_loader(options)
-    image = pl.run(pl.loader.load_and_cache_image(image_id, request_type="compute"))
-    return tuple(image.pixel_data.shape), image.pixel_data.dtype.str
+    loader = pl.loader
+
+    async def work() -> tuple[Image, list[dict[str, Any]]]:
+        image, _ = await asyncio.gather(
+            loader.load_and_cache_image(image_ids[0], request_type="compute"),
+            loader.load_metadata(image_ids, request_type="compute"),
+        )
+        return image, [loader.metadata.modules(i, DTYPE_MODULES) for i in image_ids]
+
+    image, modules = pl.run(work())
+    pixels = image.pixel_data
+    if all(isinstance(m.get("imagePixelModule"), ImagePixelModule) for m in modules):
+        dtype = volume_dtype(*modules, prescale=loader.default_options.prescale)
+    else:  # nothing says before the frames load: the first one's, the others checked
+        dtype = pixels.dtype
+    return tuple(pixels.shape), dtype.str
 
 
 def load_frames(
     image_ids: tuple[str, ...], options: Mapping[str, Any], shape: tuple[int, ...], dtype: str
 ) -> np.ndarray[Any, Any]:
+    """The frames stacked in an array of ``dtype``; a frame of another shape, or whose
+    values do not fit ``dtype`` (never wrapped, clipped or truncated), raises
+    MetadataError naming it."""
+    from ..volume import cast_problem
+
     pl = process_loader(options)
 
     async def load_all() -> list[Image]:
@@ -175,12 +199,20 @@ def load_frames(
     images = pl.run(load_all())
     out = np.empty((len(images), *shape), dtype=np.dtype(dtype))
     for index, image in enumerate(images):
-        if image.pixel_data.shape != shape:
+        pixels = image.pixel_data
+        if pixels.shape != shape:
             raise MetadataError(
-                f"frame is {image.pixel_data.shape}, the series is {shape}: not one volume",
+                f"frame is {pixels.shape}, the series is {shape}: not one volume",
                 image_id=image.image_id,
             )
-        out[index] = image.pixel_data
+        problem = cast_problem(pixels, out.dtype)
+        if problem is not None:
+            raise MetadataError(
+                f"the {pixels.dtype} frame does not fit the {out.dtype} series: {problem} "
+                "(load_series_dask(..., dtype=...) asks for a dtype that holds it)",
+                image_id=image.image_id,
+            )
+        out[index] = pixels
     return out
 
 

@@ -90,17 +90,34 @@ def load_series_dask(
     """A lazy ``(n, rows, columns[, components])`` array of the frames, in the order given.
 
     Each chunk is ``batch_size`` frames, loaded by a task through its worker's
-    :func:`process_loader`. Without ``shape`` and ``dtype`` the first frame is loaded
-    once (on the current Dask scheduler) to learn them; frames of another size fail
-    the chunk with :class:`~imageloader.errors.MetadataError`. Sort the imageIds first
+    :func:`process_loader`. Without ``shape`` and ``dtype``, one task (on the current
+    Dask scheduler) learns them first: the shape from the first frame, loaded once,
+    and the dtype a volume of these images gets
+    (:func:`imageloader.volume.volume_dtype` of every frame's metadata, headers
+    only; a frame whose metadata cannot be had fails it then, as it fails
+    ``create_and_cache_volume``), so this array, a volume and a prefetch's ``.npy``
+    are one array. Only for a scheme without a metadata loader is it the first frame's.
+
+    Each frame is copied in only if its values fit the dtype (a narrower one, say a
+    dark slice of a 16-bit series, is cast exactly); nothing is wrapped, clipped or
+    truncated: frames of another size, or whose values do not fit, fail the chunk with
+    :class:`~imageloader.errors.MetadataError` naming the imageId. ``dtype`` must be a
+    native integer or floating type (else ``ValueError``). Sort the imageIds first
     (``imageloader.geometry.slice_geometry``) for a volume in scan order.
     """
     ids = list(image_ids)
     if not ids:
         raise ValueError("load_series_dask needs at least one imageId")
+    if dtype is not None:
+        wanted = np.dtype(dtype)
+        if wanted.kind not in "iuf" or not wanted.isnative:
+            raise ValueError(
+                f"load_series_dask: dtype must be a native-order integer or floating type, "
+                f"not {wanted}"
+            )
     options = _defaults(loader_options)
     if shape is None or dtype is None:
-        probed_shape, probed_dtype = delayed(probe, pure=True)(ids[0], options).compute()
+        probed_shape, probed_dtype = delayed(probe, pure=True)(tuple(ids), options).compute()
         shape = probed_shape if shape is None else shape
         dtype = probed_dtype if dtype is None else dtype
     frame_shape = tuple(int(n) for n in shape)
@@ -142,6 +159,11 @@ def prefetch_many(
     key, e.g. from DICOMweb metadata the caller registered) lets series be written
     before the whole run ends. Setting ``stop`` cancels what is still queued, finishes
     the series being written and returns (``report.interrupted``).
+
+    As for the local engine, no ``image_ids`` is an empty report (nothing to do, no
+    task submitted). A DICOMweb study or series with no instances never gets here:
+    :func:`imageloader.dicomweb.image_ids_for_study` (``_for_series``) raises
+    :class:`~imageloader.errors.NotFoundError` naming it.
     """
     backend = _DaskBackend(
         client, batch_size=batch_size, options=_defaults(loader_options), series_of=series_of

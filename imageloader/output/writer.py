@@ -13,6 +13,19 @@ Layout under the output directory ``OUT``::
                                  a series' folder goes once it is written, and
                                  ``.staging`` itself when a run ends with it empty
 
+**The dtype** of a series' ``.npy`` is a volume's (:func:`imageloader.volume.volume_dtype`
+of the frames' metadata modules, from their sidecars), so a prefetch, a volume and
+``load_series_dask`` give one array: not the frames' own dtypes, which the decode
+decides from each frame's values (a signed series without negative values decodes
+unsigned, a dark frame of a 16-bit series as uint8). A frame is copied in only when
+its values fit (:func:`~imageloader.volume.cast_problem`): never wrapped, clipped or
+truncated; one that does not fails the series with
+:class:`~imageloader.errors.MetadataError` naming its imageId, and its frames stay
+staged. Only where a frame's sidecar has no ``imagePixelModule`` (a custom loader
+that registers none) is the dtype the frames' common type (``numpy.result_type``).
+The manifest's ``dtype`` is the array's; each frame's ``image`` fields are its Image
+as decoded (its ``data_type`` may be narrower than the array's, its values the same).
+
 Every file is written to a temporary name and moved into place with ``os.replace``,
 so an interrupted run leaves either the old state or the new one, never half a file;
 a later run skips complete series and staged frames, and loads only the rest.
@@ -41,7 +54,7 @@ import numpy as np
 from ..errors import ImageLoaderError, MetadataError
 from ..geometry import slice_geometry
 from ..image import Image
-from ..metadata import ImagePlaneModule, module_to_json
+from ..metadata import MODULE_TYPES, ImagePixelModule, ImagePlaneModule, module_to_json
 
 __all__ = [
     "NO_SERIES",
@@ -141,21 +154,80 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
 
 
 def _write_volume(
-    path: Path, sources: list[Path], shape: tuple[int, ...], dtype: np.dtype[Any]
+    path: Path, frames: list[StagedFrame], shape: tuple[int, ...], dtype: np.dtype[Any]
 ) -> None:
-    """Stack .npy frames into one .npy file, a frame at a time (memory: one frame)."""
+    """Stack staged frames into one .npy file of ``dtype``, a frame at a time (memory:
+    one frame); a frame whose values do not fit ``dtype`` raises MetadataError naming
+    it, and nothing is written."""
+    from ..volume import cast_problem  # on first use, as loader.py does (it imports pydicom)
+
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     try:
         with tmp.open("wb") as out:
             np.lib.format.write_array_header_1_0(out, header)
-            for source in sources:
-                frame = np.load(source, allow_pickle=False)
-                out.write(np.ascontiguousarray(frame, dtype=dtype).data)
+            for frame in frames:
+                pixels = np.load(frame.path, allow_pickle=False)
+                problem = cast_problem(pixels, dtype)
+                if problem is not None:
+                    raise MetadataError(
+                        f"the {pixels.dtype} frame does not fit the {dtype} series "
+                        f"{frame.series}: {problem} (the dtype a volume of the series gets, "
+                        "from its metadata); its frames stay staged",
+                        image_id=frame.image_id,
+                    )
+                out.write(np.ascontiguousarray(pixels, dtype=dtype).data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _dtype_modules(frame: StagedFrame) -> dict[str, Any] | None:
+    """The modules :func:`volume_dtype` reads, rebuilt from a frame's sidecar (None if
+    it has no usable ``imagePixelModule``)."""
+    from ..volume import DTYPE_MODULES
+
+    stored = frame.sidecar.get("modules")
+    if not isinstance(stored, Mapping):
+        return None
+    modules: dict[str, Any] = {}
+    for name in DTYPE_MODULES:
+        value = stored.get(name)
+        if not isinstance(value, Mapping):
+            continue
+        module_type = MODULE_TYPES[name]
+        names = {f.name for f in dataclasses.fields(module_type)}
+        try:
+            modules[name] = module_type(**{k: v for k, v in value.items() if k in names})
+        except TypeError:  # a required field is missing: as if there were no module
+            continue
+    return modules if isinstance(modules.get("imagePixelModule"), ImagePixelModule) else None
+
+
+def _prescale(frames: list[StagedFrame]) -> bool:
+    """Whether the frames were decoded with the modality LUT (their Image's ``prescale``)."""
+    records = [f.sidecar.get("image", {}).get("prescale") or {} for f in frames]
+    enabled = {bool(r.get("enabled", True)) for r in records}
+    if len(enabled) > 1 and any(r.get("scaled") for r in records):
+        raise MetadataError(
+            "frames staged with and without the modality LUT (prescale): the series mixes "
+            "stored and scaled values; delete its staging folder to load it again",
+            image_id=frames[0].image_id,
+        )
+    return True in enabled
+
+
+def _series_dtype(frames: list[StagedFrame], dtypes: list[np.dtype[Any]]) -> np.dtype[Any]:
+    """The dtype of a series' volume: :func:`~imageloader.volume.volume_dtype` of the
+    frames' metadata (see the module's docstring), or their common type where a
+    frame has no pixel module."""
+    from ..volume import volume_dtype
+
+    modules = [_dtype_modules(f) for f in frames]
+    if any(m is None for m in modules):
+        return np.result_type(*dtypes)
+    return volume_dtype(*(m for m in modules if m is not None), prescale=_prescale(frames))
 
 
 def _fallback_order(frame: StagedFrame) -> tuple[float, float, str]:
@@ -249,10 +321,10 @@ class SeriesWriter:
         frames, geometry = self._scan_order(frames)
         headers = [_npy_header(f.path) for f in frames]
         same_shape = len({shape for shape, _ in headers}) == 1
-        dtype = np.result_type(*(d for _, d in headers))
-        if same_shape:
+        dtype = _series_dtype(frames, [d for _, d in headers]) if same_shape else None
+        if dtype is not None:
             data = self.root / f"{series}.npy"
-            _write_volume(data, [f.path for f in frames], (len(frames), *headers[0][0]), dtype)
+            _write_volume(data, frames, (len(frames), *headers[0][0]), dtype)
             files = None
         else:
             data = self.root / series
@@ -265,7 +337,7 @@ class SeriesWriter:
             "series": series,
             "layout": layout,
             "shape": [len(frames), *headers[0][0]] if same_shape else None,
-            "dtype": str(dtype) if same_shape else None,
+            "dtype": None if dtype is None else str(dtype),
             "files": files,
             "geometry": geometry,
             "image_ids": [f.image_id for f in frames],

@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 from imageloader import Image, ImageLoader, LoadContext
-from imageloader.errors import FetchError
-from imageloader.metadata import GeneralSeriesModule, ImagePlaneModule
+from imageloader.errors import FetchError, MetadataError
+from imageloader.image import PreScale
+from imageloader.metadata import (
+    GeneralSeriesModule,
+    ImagePixelModule,
+    ImagePlaneModule,
+    ModalityLutModule,
+)
 from imageloader.output import (
     OutputConflictError,
     PrefetchReport,
@@ -217,3 +223,32 @@ def test_tracker_waits_for_unknown_series_and_holds_failures() -> None:
     assert tracker.settled("b1", "B", False) == []
     assert tracker.settled("u", "A", True) == ["A"]
     assert tracker.held == {"B"} and tracker.unwritten() == []
+
+
+def test_frames_decoded_with_and_without_the_modality_lut_are_not_stacked(tmp_path: Path) -> None:
+    # A series staged partly with prescale and partly without (a rerun with other
+    # loader options) mixes stored and scaled values: refused, by name, not written.
+    pixel = ImagePixelModule(
+        samples_per_pixel=1,
+        photometric_interpretation="MONOCHROME2",
+        rows=2,
+        columns=2,
+        bits_allocated=16,
+        bits_stored=12,
+        high_bit=11,
+        pixel_representation=0,
+    )
+    modules = {
+        "imagePixelModule": pixel,
+        "modalityLutModule": ModalityLutModule(rescale_slope=1.0, rescale_intercept=-1024.0),
+        "generalSeriesModule": GeneralSeriesModule(series_instance_uid="6"),
+    }
+    writer = SeriesWriter(tmp_path)
+    scaled = PreScale(enabled=True, scaled=True, slope=1.0, intercept=-1024.0)
+    stored = PreScale(enabled=False, scaled=False, slope=1.0, intercept=-1024.0)
+    for index, (value, record) in enumerate([(np.int16(-24), scaled), (np.uint16(1000), stored)]):
+        image = Image.from_array(f"x:{index}", np.full((2, 2), value), prescale=record)
+        writer.stage(image, modules)
+    with pytest.raises(MetadataError, match="with and without the modality LUT"):
+        writer.finalize("6")
+    assert not list(tmp_path.glob("6.*")) and len(list(writer.staged("6"))) == 2

@@ -58,7 +58,7 @@ async def test_volume_equals_the_stack_of_its_images(
     loader.events.on(ev.IMAGE_LOAD_PROGRESS, lambda e: progress.append(e.detail["loaded"]))
     volume = await loader.create_and_cache_volume("ct-volume", series)
     assert volume.dimensions == (128, 128, SLICES)
-    assert volume.data.dtype == np.float32  # Cornerstone's rule for 16-bit data
+    assert volume.data.dtype == np.int16  # the slices' dtype, not float32 (issue 12)
     await asyncio.wait_for(volume.loaded(), 60)
     assert progress == list(range(1, SLICES + 1))
     # Scan order: lowest z first (the files were written highest z first, shuffled).
@@ -71,6 +71,7 @@ async def test_volume_equals_the_stack_of_its_images(
     assert volume.spacing == (pytest.approx(0.661468), pytest.approx(0.661468), 2.5)
     async with ImageLoader(max_web_workers=0) as fresh:
         stack = np.stack([(await fresh.load_image(i)).pixel_data for i in volume.image_ids])
+    assert stack.dtype == volume.data.dtype
     np.testing.assert_array_equal(volume.data, stack)
 
 
@@ -107,7 +108,7 @@ async def test_slices_are_views_and_bytes_count_once(
 
 
 async def test_image_pressure_does_not_evict_a_volume(series: list[str], tmp_path: Path) -> None:
-    slice_bytes = 128 * 128 * 4
+    slice_bytes = 128 * 128 * 2  # int16
     async with ImageLoader(
         max_web_workers=0, max_cache_size_bytes=slice_bytes * (SLICES + 3)
     ) as loader:
