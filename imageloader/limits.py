@@ -66,3 +66,6 @@ class Limits:
     dataset_cache_bytes: int = 512 << 20
     #: Bytes of metadata modules kept by imageId (an LRU; ~3 KB per image, so ~20,000).
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    #: Bytes of the Part 10 files held in memory by ``loader.files`` (``add`` past
+    #: it raises ImageTooLargeError; nothing is evicted: ``remove`` releases).
+    max_files_bytes: int = 512 << 20

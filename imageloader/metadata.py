@@ -322,6 +322,10 @@ class MetadataStore:
     def __len__(self) -> int:
         return len(self._modules)
 
+    def image_ids(self) -> list[str]:
+        """The imageIds with modules, least recently used first."""
+        return list(self._modules)
+
     def __call__(self, module_type: str, image_id: str) -> Any:
         modules = self._modules.get(image_id)
         return None if modules is None else modules.get(module_type)

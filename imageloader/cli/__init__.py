@@ -31,7 +31,8 @@ exit status:
   1    some images failed to load (prefetch: or a series, or the --report
        file, could not be written)
   2    usage error or nothing to do: bad arguments, no imageIds, imageIds
-       that cannot be listed, a Dask scheduler that cannot be reached
+       that cannot be listed, a study or series with no instances, a Dask
+       scheduler that cannot be reached
   130  interrupted with Ctrl-C (a prefetch also on SIGTERM; it stops cleanly
        and a rerun resumes)
 """
@@ -69,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prefetch":
             return asyncio.run(run_prefetch(args))
         if args.command == "info":
-            return asyncio.run(run_info(args.image_id, compact=args.compact))
+            if args.frame is not None and args.image_id != "-":
+                print("imageloader info: --frame goes with - (standard input)", file=sys.stderr)
+                return EXIT_USAGE
+            return asyncio.run(run_info(args.image_id, compact=args.compact, frame=args.frame))
     except KeyboardInterrupt:
         # prefetch handles Ctrl-C itself; this is any other moment (or command).
         print("\ninterrupted", file=sys.stderr)
