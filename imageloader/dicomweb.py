@@ -9,6 +9,12 @@
 ``.../series/{se}/metadata``) and registers every frame's metadata modules, so
 the frames load without asking for metadata one instance at a time.
 :func:`image_ids_for_study` lists the study's series with QIDO-RS first.
+
+A study or series with no instances is a :class:`~imageloader.errors.NotFoundError`
+naming it (``"no instances found for study … at …"``) from :func:`image_ids_for_study`
+and :func:`image_ids_for_series`: a server answers an empty list (or 204) rather than
+404 for a study it does not hold (Orthanc's QIDO-RS does), and a prefetch of nothing,
+local or on Dask, would otherwise report success.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from .dicom.instances import (
     register_instance,
 )
 from .dicom.wadors import WadoRsOptions, wadors_options
-from .errors import ImageLoaderError, ResponseFormatError
+from .errors import ImageLoaderError, NotFoundError, ResponseFormatError
 
 if TYPE_CHECKING:
     from .loader import ImageLoader
@@ -127,15 +133,37 @@ async def _parse(loader: ImageLoader, listed: list[tuple[str, dict[str, Any]]]) 
     return parsed
 
 
+def _no_instances(what: str, base: str, url: str) -> NotFoundError:
+    """``"no instances found for {what} at {base}"``; ``url`` is what answered empty."""
+    error = NotFoundError(f"no instances found for {what} at {base}")
+    error.url = url  # not in the message: it says where, the URL is for a program
+    return error
+
+
 async def image_ids_for_series(
     loader: ImageLoader, base: str, study: str, series: str
 ) -> list[str]:
-    """The wadors imageIds of every frame of a series (its metadata is registered too)."""
-    return await add_series_metadata(loader, base, study, series)
+    """The wadors imageIds of every frame of a series (its metadata is registered too).
+
+    Raises :class:`~imageloader.errors.NotFoundError` if the series has no instances:
+    the server's 404, or ours (``"no instances found for series … of study … at …"``)
+    for an empty list.
+    """
+    ids = await add_series_metadata(loader, base, study, series)
+    if not ids:
+        base = base.rstrip("/")
+        url = f"{base}/studies/{study}/series/{series}/metadata"
+        raise _no_instances(f"series {series} of study {study}", base, url)
+    return ids
 
 
 async def image_ids_for_study(loader: ImageLoader, base: str, study: str) -> list[str]:
-    """The wadors imageIds of every frame of every series of a study (QIDO-RS + metadata)."""
+    """The wadors imageIds of every frame of every series of a study (QIDO-RS + metadata).
+
+    Raises :class:`~imageloader.errors.NotFoundError` if the study has no instances:
+    no series listed (Orthanc answers ``[]`` for a study it does not hold), or none
+    with an instance.
+    """
     base = base.rstrip("/")
     url = f"{base}/studies/{study}/series"
     listing = await _get_json(loader, url)
@@ -145,4 +173,7 @@ async def image_ids_for_study(loader: ImageLoader, base: str, study: str) -> lis
     results = await asyncio.gather(
         *(add_series_metadata(loader, base, study, uid) for uid in series_uids if uid)
     )
-    return [image_id for ids in results for image_id in ids]
+    image_ids = [image_id for ids in results for image_id in ids]
+    if not image_ids:
+        raise _no_instances(f"study {study}", base, url)
+    return image_ids

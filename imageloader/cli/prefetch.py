@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ImageLoaderError
+from ..errors import ImageLoaderError, NotFoundError
 from ..loader import ImageLoader
 from ..output import LocalBackend, PrefetchJob, PrefetchReport, describe_error
 from ..request_pool import DEFAULT_CAPACITY
@@ -54,6 +54,9 @@ Load every image of a DICOMweb study or series, or of a file of imageIds, at
 PREFETCH priority with a progress display, continuing past failures; optionally
 write one .npy volume and a JSON manifest per series (--output). A rerun skips
 what is complete on disk and resumes what an interrupted run staged.
+
+A study or series with no instances (or one the server answers an empty list
+for) is an error: "no instances found for study UID at URL", exit status 2.
 
 Each failed image gets one line on stderr ("FAILED imageId: ErrorType: reason");
 --report FILE writes every image's outcome (ok, failed, skipped, pending), the
@@ -208,6 +211,15 @@ def _summary(report: PrefetchReport, output: Path | None, report_file: Path | No
     return "\n".join(lines)
 
 
+def _listing_problem(error: ImageLoaderError | OSError) -> str:
+    """What to say when the imageIds could not be listed."""
+    if isinstance(error, NotFoundError) and error.status is None:
+        # The server answered, with nothing: "no instances found for study … at …"
+        # (imageloader.dicomweb). A 404 has its status and is said as any other error.
+        return error.message
+    return f"cannot list imageIds: {describe_error(error)}"
+
+
 def _report_problem(path: Path) -> str | None:
     """Why ``--report`` cannot be written there (checked before hours of work), or None."""
     if path.is_dir():
@@ -271,7 +283,7 @@ async def run_prefetch(args: argparse.Namespace) -> int:
             print("interrupted while listing the imageIds", file=sys.stderr)
             return await finish(EXIT_INTERRUPTED, error="interrupted while listing the imageIds")
         except (ImageLoaderError, OSError) as exc:
-            message = f"cannot list imageIds: {describe_error(exc)}"
+            message = _listing_problem(exc)
             print(f"imageloader prefetch: {message}", file=sys.stderr)
             return await finish(EXIT_USAGE, error=message)
         if not ids:

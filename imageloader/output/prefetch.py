@@ -188,7 +188,10 @@ class PrefetchJob:
     """One prefetch run; :attr:`report` stays readable if :meth:`run` is cancelled.
 
     ``loader`` is an :class:`~imageloader.ImageLoader` (loads here, at
-    ``request_type``), or a :class:`PrefetchBackend` that loads elsewhere.
+    ``request_type``), or a :class:`PrefetchBackend` that loads elsewhere. No
+    ``image_ids`` is an empty report, ``ok``: the job knows imageIds, not where they
+    came from. A study or series with none is refused where it is listed
+    (:mod:`imageloader.dicomweb` raises :class:`~imageloader.errors.NotFoundError`).
     """
 
     def __init__(
