@@ -131,7 +131,8 @@ def test_lossless_ct_equals_original(name: str) -> None:
     stored = decode_frame(data, params_from_dataset(ds), STORED)
     np.testing.assert_array_equal(stored.pixels, original)
     assert stored.pixels.dtype == np.int16
-    # Cornerstone's SV1 decoder zeroes the last pixel; ours must not.
+    # jpeg-lossless-decoder-js 2.1.2 (the hash Cornerstone recorded with it) zeroes the
+    # last pixel; @cornerstonejs/jpeg-lossless-decoder-js 2.2.1 and ours must not.
     assert stored.pixels[-1, -1] == original[-1, -1] != 0
     hu = decode_frame(data, params_from_dataset(ds), PRESCALE)
     np.testing.assert_array_equal(hu.pixels, original.astype(np.int32) - 1024)
