@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import shared_memory
 from typing import Any, TypeVar
 
 from ..errors import DecodeError, ImageLoaderError, LoaderClosedError, LoadTimeoutError
@@ -112,6 +111,7 @@ class _Job:
         "future",
         "key",
         "segments",
+        "slot",
         "started",
         "timed_out",
         "timeout",
@@ -134,7 +134,8 @@ class _Job:
         self.cancelled = False
         self.executor: concurrent.futures.Executor | None = None
         self.cf: concurrent.futures.Future[Any] | None = None
-        self.segments: list[shared_memory.SharedMemory] = []
+        self.segments: list[transport.Segment] = []
+        self.slot: transport.Slot | None = None
         self.started = 0.0
         self.timed_out = False
         self.timer: asyncio.TimerHandle | None = None
@@ -150,6 +151,8 @@ class _Worker:
         self.index = index
         self.executor: concurrent.futures.ProcessPoolExecutor | None = None
         self.jobs: collections.deque[_Job] = collections.deque()
+        #: Shared-memory slots of this worker not in use (see transport.Slot).
+        self.slots: list[transport.Slot] = []
         # A fresh process first starts and imports the decode stack (a second or so on
         # a busy machine): task timeouts count only once it has answered.
         self.ready = False
@@ -203,6 +206,9 @@ class DecodePool:
         self.urgent: Callable[[], bool] | None = None
         self.restarts = 0
         self.completed = 0
+        self._pids: set[int] = set()  # every worker process started (for the sweep)
+        self._swept = False
+        self._all_started = False  # whether the first start (of every worker) happened
 
     # -- introspection ---------------------------------------------------------------
     @property
@@ -236,11 +242,22 @@ class DecodePool:
     def _executor(self, worker: _Worker) -> concurrent.futures.ProcessPoolExecutor:
         """The worker's executor, starting its process if there is none.
 
+        The first start starts every worker at once: a process takes ~0.4 s to be
+        ready, and one started only when a second task is queued (Cornerstone starts
+        its workers at ``init``) arrives in the middle of the user's first batch. Each
+        start costs ~10 ms of the loop (the fork and exec); the ready wait is the
+        process's own.
+
         Every process start goes through here (the first task, ``warm()``, the
         replacement after a crash or a timeout): a one-process executor starts its
         process inside its first ``submit``, the ping below, so that call alone runs
         with ``__main__`` hidden. Later submits start nothing.
         """
+        if worker.executor is None and not self._all_started:
+            self._all_started = True
+            for other in self._workers:
+                if other is not worker:
+                    self._executor(other)
         if worker.executor is None:
             executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1,
@@ -252,9 +269,16 @@ class DecodePool:
             loop = self._loop
             assert loop is not None
 
-            def answered(_: concurrent.futures.Future[int]) -> None:
+            def answered(ping: concurrent.futures.Future[int]) -> None:
+                if not ping.cancelled() and ping.exception() is None:
+                    self._pids.add(ping.result())  # its segments are swept once it is gone
                 with contextlib.suppress(RuntimeError):  # the loop is closed
                     loop.call_soon_threadsafe(self._ready, worker, executor)
+
+            if not self._swept:
+                # Segments that processes killed mid-task (SIGKILL, OOM) left behind.
+                self._swept = True
+                transport.sweep()
 
             with _without_main_module():
                 ping = executor.submit(_ping)
@@ -297,8 +321,12 @@ class DecodePool:
         self._queue.clear()
         executors = []
         for worker in self._workers:
+            for slot in worker.slots:
+                slot.destroy()
+            worker.slots.clear()
             for job in worker.jobs:
                 transport.release(job.segments)
+                self._drop_slot(job)
                 if job.timer is not None:
                     job.timer.cancel()
                 if not job.future.done():
@@ -313,6 +341,8 @@ class DecodePool:
         self._thread = None
         reapers, self._reapers = self._reapers, []
 
+        pids = set(self._pids)
+
         def shutdown() -> None:
             for reaper in reapers:
                 reaper.join()
@@ -320,6 +350,8 @@ class DecodePool:
                 executor.shutdown(wait=True, cancel_futures=True)
             if thread is not None:
                 thread.shutdown(wait=True, cancel_futures=True)
+            for pid in pids:  # results of killed decodes nobody read
+                transport.sweep(maker=pid)
 
         await asyncio.to_thread(shutdown)
 
@@ -402,12 +434,15 @@ class DecodePool:
     def _submit(self, worker: _Worker, job: _Job) -> None:
         job.executor = self._executor(worker)
         try:
-            # Frames travel in shared memory (made now: a job cancelled while queued
-            # never makes any); only their names cross the executor's pipe.
-            shared, job.segments = transport.share_args(job.args)
-            cf = job.cf = self._submit_call(worker, transport.call, job.fn, shared)
+            # Frames travel in shared memory (the worker's reused slots, taken now: a job
+            # cancelled while queued never takes any); only names cross the pipe.
+            job.slot = worker.slots.pop() if worker.slots else transport.Slot()
+            shared, job.segments = transport.share_args(job.args, job.slot)
+            out = job.slot.output_ref()
+            cf = job.cf = self._submit_call(worker, transport.call, job.fn, shared, out)
         except (BrokenProcessPool, RuntimeError, OSError) as exc:
             transport.release(job.segments)
+            self._drop_slot(job)
             job.future.set_exception(DecodeError(f"decode worker unavailable: {exc}"))
             self._replace(worker)
             return
@@ -445,7 +480,7 @@ class DecodePool:
         exc = cf.exception() if not cf.cancelled() else None
         if cf is not job.cf or job not in worker.jobs:
             # From a replaced process: the job was already settled or requeued. Its
-            # result, if any, still holds shared memory.
+            # result, if any, still holds shared memory (not its slot's: destroyed).
             if exc is None and not cf.cancelled():
                 transport.discard(cf.result())
             return
@@ -455,6 +490,7 @@ class DecodePool:
             return
         worker.jobs.remove(job)
         transport.release(job.segments)
+        slot, job.slot = job.slot, None
         # The future's callbacks refer back to the job: break that cycle now, or the
         # decoded frame lives until the garbage collector runs.
         job.cf = None
@@ -468,14 +504,16 @@ class DecodePool:
         if exc is None:
             result = cf.result()
             if job.future.done():  # cancelled while it ran: nobody reads it
-                transport.discard(result)
+                transport.discard(result, slot)
             else:
-                job.future.set_result(transport.materialize(result))
+                job.future.set_result(transport.materialize(result, slot))
         elif not job.future.done():
             if isinstance(exc, ImageLoaderError):
                 job.future.set_exception(exc)
             else:
                 job.future.set_exception(DecodeError(f"decode failed: {type(exc).__name__}: {exc}"))
+        if slot is not None:
+            worker.slots.append(slot)  # read out: the worker's next task may fill it
         self._dispatch()
 
     def _broken(self, worker: _Worker) -> None:
@@ -484,9 +522,13 @@ class DecodePool:
         worker.jobs.clear()
         for job in jobs:
             transport.release(job.segments)  # requeued jobs share their frames afresh
+            self._drop_slot(job)  # a slot the dead process mapped is not handed on
             if job.timer is not None:
                 job.timer.cancel()
                 job.timer = None
+        for slot in worker.slots:
+            slot.destroy()
+        worker.slots.clear()
         if jobs:
             head, rest = jobs[0], jobs[1:]
             if not head.future.done():
@@ -505,17 +547,26 @@ class DecodePool:
                 heapq.heappush(self._queue, job)
         self._replace(worker)
 
+    @staticmethod
+    def _drop_slot(job: _Job) -> None:
+        if job.slot is not None:
+            job.slot.destroy()
+            job.slot = None
+
     def _replace(self, worker: _Worker) -> None:
         old = worker.executor
+        dead = worker.pid()
         worker.executor = None
         self.restarts += 1
         if old is not None:
+
+            def reap(executor: concurrent.futures.ProcessPoolExecutor = old) -> None:
+                executor.shutdown(wait=True, cancel_futures=True)
+                if dead is not None:  # what it was writing when it died
+                    self._pids.discard(dead)
+                    transport.sweep(maker=dead)
+
             # Reaps the dead process off the loop; the next task starts a fresh one.
-            reaper = threading.Thread(
-                target=old.shutdown,
-                kwargs={"wait": True, "cancel_futures": True},
-                name="imageloader-reaper",
-                daemon=True,
-            )
+            reaper = threading.Thread(target=reap, name="imageloader-reaper", daemon=True)
             reaper.start()
             self._reapers = [r for r in self._reapers if r.is_alive()] + [reaper]

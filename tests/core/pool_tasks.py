@@ -68,3 +68,15 @@ def segment_prefix() -> str:
     from imageloader.decode import transport
 
     return transport.segment_prefix()
+
+
+def leave_segment_and_hang() -> str:
+    """Make an output segment as a result would, then hang until killed: what a decode
+    killed mid-write leaves behind. Returns nothing (it never returns)."""
+    from imageloader.decode import transport
+
+    segment = transport._create(4096)
+    segment.close()
+    Path("/dev/shm", segment.name + ".made").touch()  # tells the test its name
+    time.sleep(3600)
+    return segment.name

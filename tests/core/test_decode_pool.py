@@ -45,6 +45,23 @@ async def test_runs_in_a_worker_process_and_closes_without_leaving_children() ->
         await pool.run(pool_tasks.echo, 1)
 
 
+async def test_the_first_task_starts_every_worker_at_once() -> None:
+    # One task: a lazy pool would start one process now and the second only when two
+    # tasks are queued, ~0.4 s into the user's first batch.
+    pool = DecodePool(2, task_timeout=20)
+    try:
+        first = asyncio.create_task(pool.run(pool_tasks.where))
+        await asyncio.sleep(0)
+        assert len(pool.pids()) == 2  # both started with the first task
+        pid, _ = await first
+        # Both answered their start: the second runs a task without starting anything.
+        results = await asyncio.gather(*(pool.run(pool_tasks.echo, n, 0.2) for n in range(2)))
+        assert results == [0, 1] and len(set(pool.pids())) == 2 and pid in pool.pids()
+        assert pool.restarts == 0
+    finally:
+        await pool.aclose()
+
+
 async def test_interaction_overtakes_a_prefetch_backlog(pool: DecodePool) -> None:
     order: list[str] = []
 
