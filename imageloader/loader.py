@@ -388,18 +388,25 @@ class ImageLoader:
         window = max(2 * self.request_pool.capacity, 8)
         pending: dict[asyncio.Task[Image], int] = {}
         position = 0
+        # Finished tasks, in the order they finished: O(1) a completion, where
+        # asyncio.wait adds and removes a callback on every pending task each time.
+        finished: asyncio.Queue[asyncio.Task[Image]] = asyncio.Queue()
 
         def refill() -> None:
             nonlocal position
             while position < len(ids) and len(pending) < window:
                 coro = self._load(ids[position], request_type, priority, None, None, cache=cache)
-                pending[asyncio.ensure_future(coro)] = position
+                task = asyncio.ensure_future(coro)
+                task.add_done_callback(finished.put_nowait)
+                pending[task] = position
                 position += 1
 
         try:
             refill()
             while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done = [await finished.get()]
+                while not finished.empty():
+                    done.append(finished.get_nowait())
                 for task in done:
                     index = pending.pop(task)
                     exc = (
