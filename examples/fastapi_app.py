@@ -73,6 +73,7 @@ from imageloader.integrations.fastapi import (
     LoaderDep,
     add_error_handlers,
     error_body,
+    get_renders,
     image_router,
     imageloader_lifespan,
 )
@@ -181,14 +182,19 @@ def create_app(
     add_error_handlers(app)
 
     @app.get("/stats")
-    async def stats(loader: LoaderDep) -> dict[str, int]:
-        """What the loader holds: cached bytes, loads in flight, HTTP requests made, files."""
+    async def stats(request: Request, loader: LoaderDep) -> dict[str, int]:
+        """What the loader holds: cached bytes, loads in flight, HTTP requests made, files;
+        and the PNG route's render cache: its bytes, renders made, cache hits."""
+        renders = get_renders(request)
         return {
             "cache_bytes": loader.cache.size_bytes,
             "in_flight": loader.in_flight,
             "http_requests": loader.http.requests,
             "files": len(loader.files),
             "files_bytes": loader.files.size_bytes,
+            "render_cache_bytes": renders.size_bytes,
+            "renders": renders.renders,
+            "render_hits": renders.hits,
         }
 
     @app.post("/files", status_code=201, openapi_extra=_UPLOAD_BODY)
