@@ -36,6 +36,9 @@ SECTIONS = (
     "core",
     "costs",
     "profiles",
+    "cornerstone_codecs",
+    "cornerstone_loader",
+    "fastapi",
 )
 
 
@@ -76,6 +79,18 @@ def _runner(name: str, env: BenchEnv, log: Callable[[str], None], stamp: str) ->
         from .profiler import run_profiles
 
         return run_profiles(env, log, RESULTS, stamp)
+    if name == "cornerstone_codecs":
+        from .cornerstone_codecs import run_cornerstone_codecs
+
+        return asyncio.run(run_cornerstone_codecs(env, log))
+    if name == "cornerstone_loader":
+        from .cornerstone_loader import run_cornerstone_loader
+
+        return asyncio.run(run_cornerstone_loader(env, log))
+    if name == "fastapi":
+        from .fastapi_path import run_fastapi
+
+        return asyncio.run(run_fastapi(env, log))
     raise ValueError(name)
 
 
@@ -176,12 +191,14 @@ def _meta(env: BenchEnv) -> dict[str, Any]:
 
 
 def _write(results: dict[str, Any], stamp: str, *, full: bool) -> None:
+    from .fastapi_path import fastapi_report
     from .plots import make_plots
     from .report import render
 
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plots = make_plots(results, RESULTS, stamp)
     text = render(results, [p.name for p in plots])
+    text = fastapi_report(text, results)  # section 10, before the errors and figures
     (RESULTS / f"{stamp}.md").write_text(text)
     if full:
         latest = text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._tables import _f, _ok, _r, _table
+from .report_cornerstone import cornerstone_sections
 from .report_details import profile_sections, rest_sections
 
 __all__ = ["render"]
@@ -229,7 +230,7 @@ def render(res: dict[str, Any], plots: list[str]) -> str:
     lines += _goals(res)
     if _ok(res, "e2e"):
         lines += _e2e(res)
-    lines += _scaling(res) + rest_sections(res) + profile_sections(res)
+    lines += _scaling(res) + rest_sections(res) + cornerstone_sections(res) + profile_sections(res)
     errors = [
         f"- {k}: {v['error']}" for k, v in res.items() if isinstance(v, dict) and "error" in v
     ]
