@@ -116,15 +116,19 @@ def timeit(
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, fn in runs.items():
-            calls, start = 0, time.perf_counter()
-            while True:
-                fn()
-                calls += 1
-                spent = time.perf_counter() - start
-                if spent >= budget:
-                    break
-            samples[name].append(spent / calls * 1000.0)
+            samples[name].append(ms_per_call(fn, budget))
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def ms_per_call(fn: Callable[[], Any], budget: float) -> float:
+    """Mean ms per call of ``fn`` called for ``budget`` seconds (at least once)."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        spent = time.perf_counter() - start
+        if spent >= budget:
+            return spent / calls * 1000.0
 
 
 def measure(case: Case) -> tuple[dict[str, str], str]:

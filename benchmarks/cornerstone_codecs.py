@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from imageloader.decode.codecs import default_registry
 from imageloader.decode.syntaxes import SYNTAXES, read_header
 from imageloader.decode.worker import decode_frame
 
-from .bench_codecs import CORPUS, Case, _case, _htj2k_cases
+from .bench_codecs import CORPUS, Case, _case, _htj2k_cases, ms_per_call
 from .cornerstone_node import NodeScript, missing_node, prepare, versions
 from .environment import BenchEnv
 
@@ -88,14 +87,7 @@ def _frames(corpus: Path) -> list[tuple[str, str, Case, str]]:
     ]
 
 
-def _ms(fn: Callable[[], Any], budget: float) -> float:
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        spent = time.perf_counter() - start
-        if spent >= budget:
-            return spent / calls * 1000.0
+_ms = ms_per_call
 
 
 def _compare(ours: np.ndarray, theirs: bytes) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from imageloader import ImageLoader
 
 from .ceilings import SWEEP, DecodeCeiling, FetchCeiling, frames_in_memory, pixel_params, sweep
 from .environment import BenchEnv, Series
-from .pipelines import IDENTITY, Peer, close_loader, open_loader, timed_load
+from .pipelines import IDENTITY, Peer, close_loader, open_loader, timed_load, timed_load_cpu
 
 __all__ = ["run_e2e"]
 
@@ -83,8 +83,15 @@ async def _one_series(
         peers.append(peer)
         peer_identity = Peer(env, series, identity=True)
         peers.append(peer_identity)
+        cpu_samples: list[dict[str, float]] = []
+
+        async def default_with_cpu() -> float:
+            seconds, cpu = await timed_load_cpu(default, ids, env.server.pid)
+            cpu_samples.append(cpu)
+            return seconds
+
         runs: dict[str, tuple[int, Any]] = {
-            "il_default": (n, lambda: timed_load(default, ids)),
+            "il_default": (n, default_with_cpu),
             "il_w2": (n, lambda: timed_load(w2, ids)),
             "il_w1": (n, lambda: timed_load(w1, ids)),
             "il_wadouri": (gzip_n, lambda: timed_load(default, uri_ids)),
@@ -126,6 +133,11 @@ async def _one_series(
             k: statistics.median(s[k] for s in peer_split) for k in peer_split[0]
         },
         "ratios": _ratios(rates),
+        # Per process, CPU ms a frame while the default loader loads the series, and
+        # the cores all of them kept busy (median of rounds).
+        "cpu_ms_per_frame": {
+            k: statistics.median(c[k] for c in cpu_samples) for k in cpu_samples[0]
+        },
     }
 
 

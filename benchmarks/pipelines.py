@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -70,6 +71,45 @@ async def timed_load(loader: ImageLoader, ids: list[str]) -> float:
     if len(images) != len(ids) or first.shape != (512, 512):
         raise AssertionError(f"unexpected result: {len(images)} images, {first.shape}")
     return seconds
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from ``/proc`` (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+async def timed_load_cpu(
+    loader: ImageLoader, ids: list[str], server_pid: int | None
+) -> tuple[float, dict[str, float]]:
+    """:func:`timed_load`, and each process's CPU ms per frame (main, workers, server).
+
+    ``cores`` is the CPU of all of them over the wall time: how much of the machine
+    the pipeline kept busy.
+    """
+    pids = loader.decode_pool.pids()
+    main0 = time.process_time()
+    workers0 = [process_cpu(p) for p in pids]
+    server0 = process_cpu(server_pid) if server_pid else 0.0
+    seconds = await timed_load(loader, ids)
+    main = time.process_time() - main0
+    workers = sum(process_cpu(p) for p in pids) - sum(workers0)
+    server = (process_cpu(server_pid) - server0) if server_pid else 0.0
+    n = len(ids)
+    cpu = {
+        "main": main / n * 1000.0,
+        "workers": workers / n * 1000.0,
+        "server": server / n * 1000.0,
+        "cores": (main + workers + server) / seconds,
+    }
+    return seconds, cpu
 
 
 class Peer:

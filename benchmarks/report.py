@@ -96,6 +96,21 @@ def _e2e(res: dict[str, Any]) -> list[str]:
         [n, *(_f(e["peer_ms_per_frame"][k], 1) for k in ("http", "decode", "lut"))]
         for n, e in e2e.items()
     ]
+    cpu = [
+        [
+            n,
+            _f(e["fps"]["il_default"]),
+            *(_f(e["cpu_ms_per_frame"][k], 2) for k in ("main", "workers", "server")),
+            _f(e["cpu_ms_per_frame"]["cores"], 2),
+            # The default loader asks for pixel data without gzip: the identity bound.
+            _r(
+                e["fps"]["il_default"]
+                * (1 / e["fps"]["fetch_identity"] + 1 / e["fps"]["decode"])
+            ),
+        ]
+        for n, e in e2e.items()
+        if "cpu_ms_per_frame" in e
+    ]
     return [
         "## 1. End to end: WADO-RS frames → numpy (frames/s, median of rounds)",
         "",
@@ -141,6 +156,28 @@ def _e2e(res: dict[str, Any]) -> list[str]:
                 "identity / shared",
             ],
             ceil,
+        ),
+        *(
+            [
+                "CPU per frame (ms) by process while the default loader loads the series, "
+                "and the cores they kept busy together (of 2; Orthanc included): where "
+                "the next gap is.",
+                "",
+                *_table(
+                    [
+                        "series",
+                        "frames/s",
+                        "main process",
+                        "decode workers",
+                        "Orthanc",
+                        "cores busy",
+                        "of shared bound (identity)",
+                    ],
+                    cpu,
+                ),
+            ]
+            if cpu
+            else []
         ),
     ]
 

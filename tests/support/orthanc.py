@@ -152,6 +152,11 @@ class OrthancServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for CPU accounting)."""
+        return self._process.pid if self.running else None
+
+    @property
     def dicomweb_url(self) -> str:
         """The DICOMweb root: QIDO-RS, WADO-RS and STOW-RS live under it."""
         return f"{self.base_url}/dicom-web"
