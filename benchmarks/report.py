@@ -103,10 +103,7 @@ def _e2e(res: dict[str, Any]) -> list[str]:
             *(_f(e["cpu_ms_per_frame"][k], 2) for k in ("main", "workers", "server")),
             _f(e["cpu_ms_per_frame"]["cores"], 2),
             # The default loader asks for pixel data without gzip: the identity bound.
-            _r(
-                e["fps"]["il_default"]
-                * (1 / e["fps"]["fetch_identity"] + 1 / e["fps"]["decode"])
-            ),
+            _r(e["fps"]["il_default"] * (1 / e["fps"]["fetch_identity"] + 1 / e["fps"]["decode"])),
         ]
         for n, e in e2e.items()
         if "cpu_ms_per_frame" in e
