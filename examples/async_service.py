@@ -69,4 +69,7 @@ if __name__ == "__main__":
     parser.add_argument("--dicomweb", help="DICOMweb root URL")
     parser.add_argument("--study", help="StudyInstanceUID")
     args = parser.parse_args()
-    asyncio.run(main(args.dicomweb, args.study))
+    try:
+        asyncio.run(main(args.dicomweb, args.study))
+    except ImageLoaderError as exc:  # e.g. a study the server does not hold
+        raise SystemExit(f"async_service: {exc}") from None

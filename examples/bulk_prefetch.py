@@ -21,6 +21,7 @@ import pydicom
 
 from imageloader import ImageLoader
 from imageloader.dicomweb import image_ids_for_study
+from imageloader.errors import ImageLoaderError
 from imageloader.output import PrefetchReport, prefetch
 
 SAMPLES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -64,4 +65,8 @@ if __name__ == "__main__":
     parser.add_argument("--dicomweb", help="DICOMweb root URL")
     parser.add_argument("--study", help="StudyInstanceUID")
     args = parser.parse_args()
-    raise SystemExit(show(args.output, asyncio.run(run(args.output, args.dicomweb, args.study))))
+    try:
+        report = asyncio.run(run(args.output, args.dicomweb, args.study))
+    except ImageLoaderError as exc:  # e.g. a study the server does not hold: exit 1
+        raise SystemExit(f"bulk_prefetch: {exc}") from None
+    raise SystemExit(show(args.output, report))

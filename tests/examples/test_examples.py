@@ -111,3 +111,22 @@ def test_fastapi_app_serves_png_metadata_and_refuses_what_it_must() -> None:
         elsewhere = quote("wadouri:http://192.0.2.1/wado?objectUID=1", safe="")
         assert http_get(f"{base}/images/{elsewhere}")[0] == 403
     assert workers and not [pid for pid in workers if process_alive(pid)]
+
+
+@pytest.mark.parametrize("name", ["async_service.py", "bulk_prefetch.py"])
+def test_a_study_the_server_does_not_hold_is_one_line_not_a_traceback(
+    orthanc: OrthancServer, name: str, tmp_path: Path
+) -> None:
+    args = ["--dicomweb", orthanc.dicomweb_url, "--study", "1.2.3.999"]
+    if name == "bulk_prefetch.py":
+        args += ["--output", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "no instances found for study 1.2.3.999" in result.stderr
