@@ -10,6 +10,15 @@
 the frames load without asking for metadata one instance at a time.
 :func:`image_ids_for_study` lists the study's series with QIDO-RS first.
 
+Search (QIDO-RS): :func:`search_studies`, :func:`search_series` and
+:func:`search_instances` return the server's DICOM JSON objects, following its paging
+to the end (see :func:`search_studies`); :func:`to_dataset` reads one as a pydicom
+Dataset::
+
+    studies = await dicomweb.search_studies(loader, base, PatientID="P12*",
+                                            StudyDate="20240101-20241231")
+    uid = studies[0]["0020000D"]["Value"][0]
+
 A study or series with no instances is a :class:`~imageloader.errors.NotFoundError`
 naming it (``"no instances found for study … at …"``) from :func:`image_ids_for_study`
 and :func:`image_ids_for_series`: a server answers an empty list (or 204) rather than
@@ -21,9 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
-from .dicom.dicomjson import load_json
+from pydicom.dataset import Dataset
+
+from .dicom.dicomjson import dataset_from_json, load_json
 from .dicom.instances import (
     DICOM_JSON,
     Parsed,
@@ -31,8 +44,10 @@ from .dicom.instances import (
     parse_instances,
     register_instance,
 )
+from .dicom.qido import check_uid, query_params
 from .dicom.wadors import WadoRsOptions, wadors_options
-from .errors import ImageLoaderError, NotFoundError, ResponseFormatError
+from .errors import ImageLoaderError, ImageTooLargeError, NotFoundError, ResponseFormatError
+from .http import redact_url
 
 if TYPE_CHECKING:
     from .loader import ImageLoader
@@ -42,6 +57,10 @@ __all__ = [
     "add_series_metadata",
     "image_ids_for_series",
     "image_ids_for_study",
+    "search_instances",
+    "search_series",
+    "search_studies",
+    "to_dataset",
     "wadors_options",
 ]
 
@@ -177,3 +196,204 @@ async def image_ids_for_study(loader: ImageLoader, base: str, study: str) -> lis
     if not image_ids:
         raise _no_instances(f"study {study}", base, url)
     return image_ids
+
+
+# --- Search (QIDO-RS) ---------------------------------------------------------------
+
+#: Results asked for per request when searching (``limit`` of each QIDO-RS request).
+DEFAULT_PAGE_SIZE = 1000
+#: The most results a search returns before it raises ImageTooLargeError.
+DEFAULT_MAX_RESULTS = 100_000
+
+
+def to_dataset(obj: dict[str, Any]) -> Dataset:
+    """One search result (a DICOM JSON object) as a pydicom Dataset.
+
+    The reading is :func:`imageloader.dicom.dicomjson.dataset_from_json`'s, tolerant of
+    servers' quirks; ``to_dataset(result).StudyInstanceUID`` and so on.
+    """
+    return dataset_from_json(obj)
+
+
+def _positive(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+async def _search(
+    loader: ImageLoader,
+    url: str,
+    filters: dict[str, Any],
+    *,
+    includefield: str | Iterable[str] | None,
+    fuzzymatching: bool | None,
+    limit: int | None,
+    offset: int,
+    page_size: int,
+    max_results: int,
+) -> list[dict[str, Any]]:
+    """Every match of a QIDO-RS query at ``url``, one page after another.
+
+    Each request asks for ``min(remaining, page_size)`` results at ``offset``; a page
+    shorter than that is the last. A server that ignores ``limit`` (a page longer than
+    asked) has answered everything at once: paging stops there.
+    """
+    params = query_params(filters, includefield=includefield, fuzzymatching=fuzzymatching)
+    page_size = _positive("page_size", page_size, 1)
+    max_results = _positive("max_results", max_results, 0)
+    offset = _positive("offset", offset, 0)
+    if limit is not None:
+        limit = _positive("limit", limit, 0)
+        if limit > max_results:
+            raise ValueError(f"limit {limit} exceeds max_results {max_results}")
+    # Without a limit, ask for one more than allowed, to tell "exactly max_results" from "more".
+    wanted = limit if limit is not None else max_results + 1
+    results: list[dict[str, Any]] = []
+    while len(results) < wanted:
+        asked = min(wanted - len(results), page_size)
+        query = urlencode(
+            [*params, ("limit", str(asked)), ("offset", str(offset + len(results)))],
+            quote_via=quote,
+            safe="*,",
+        )
+        page_url = f"{url}?{query}"
+        page = await _get_json(loader, page_url)
+        if not isinstance(page, list):
+            raise ResponseFormatError("QIDO-RS answer is not a list", url=redact_url(page_url))
+        if not all(isinstance(item, dict) for item in page):
+            raise ResponseFormatError("QIDO-RS answer holds a non-object", url=redact_url(page_url))
+        results += page
+        if len(page) != asked:  # shorter: the end; longer: the server ignored limit
+            break
+    if limit is None and len(results) > max_results:
+        raise ImageTooLargeError(
+            f"QIDO-RS search matches more than max_results={max_results} objects "
+            f"at {redact_url(url)}; narrow the query, or raise max_results"
+        )
+    return results[:wanted]
+
+
+async def search_studies(
+    loader: ImageLoader,
+    base: str,
+    *,
+    includefield: str | Iterable[str] | None = None,
+    fuzzymatching: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    max_results: int = DEFAULT_MAX_RESULTS,
+    **filters: Any,
+) -> list[dict[str, Any]]:
+    """Studies matching ``filters`` (QIDO-RS ``{base}/studies``), as DICOM JSON objects.
+
+    ``filters`` are DICOM keywords (or tags, ``**{"00100020": "P1"}``) with QIDO
+    matching values, sent as given: ``PatientID="P12*"`` (wildcards ``*``, ``?``),
+    ``StudyDate="20240101-20241231"`` (a range), ``ModalitiesInStudy="CT"``; a list of
+    str is a UID list. An unknown keyword is a ``ValueError`` naming it, raised before
+    any request (so are a bad ``includefield`` and bad numbers).
+
+    ``includefield``: a keyword, a tag or ``"all"``, or a list of them;
+    ``fuzzymatching``: the server's fuzzy matching of person names.
+
+    Paging: the server's pages are followed to the end. Each request asks for
+    ``limit=min(remaining, page_size)`` at the next ``offset``, and a page shorter than
+    asked is the last, so ``page_size`` must not exceed the server's own cap on a page
+    (servers cap silently; 1000 by default). ``limit``/``offset``: at most ``limit``
+    results, from the ``offset``-th. Without ``limit``, a search matching more than
+    ``max_results`` objects raises :class:`~imageloader.errors.ImageTooLargeError`
+    (rather than return a silently truncated list); a ``limit`` above ``max_results`` is
+    a ``ValueError``.
+
+    The objects are the server's, as they come (``obj["0020000D"]["Value"][0]``;
+    :func:`to_dataset` reads one into a pydicom Dataset). No match (``[]`` or 204) is
+    ``[]``. An answer that is not JSON, not a list, or holds a non-object is a
+    :class:`~imageloader.errors.ResponseFormatError`, and one over
+    ``Limits.max_metadata_response_bytes`` an ImageTooLargeError, naming the URL. The
+    requests go through ``loader.http`` (its auth, retries, limits and access policy).
+    """
+    return await _search(
+        loader,
+        f"{base.rstrip('/')}/studies",
+        filters,
+        includefield=includefield,
+        fuzzymatching=fuzzymatching,
+        limit=limit,
+        offset=offset,
+        page_size=page_size,
+        max_results=max_results,
+    )
+
+
+async def search_series(
+    loader: ImageLoader,
+    base: str,
+    study: str | None = None,
+    *,
+    includefield: str | Iterable[str] | None = None,
+    fuzzymatching: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    max_results: int = DEFAULT_MAX_RESULTS,
+    **filters: Any,
+) -> list[dict[str, Any]]:
+    """Series matching ``filters``: of ``study`` (``{base}/studies/{study}/series``) or of
+    all studies (``{base}/series``). As :func:`search_studies` otherwise
+    (``Modality="CT"``, ``SeriesNumber=2``, …); ``study`` must be a UID (ValueError).
+    """
+    base = base.rstrip("/")
+    url = f"{base}/studies/{check_uid('study', study)}/series" if study else f"{base}/series"
+    return await _search(
+        loader,
+        url,
+        filters,
+        includefield=includefield,
+        fuzzymatching=fuzzymatching,
+        limit=limit,
+        offset=offset,
+        page_size=page_size,
+        max_results=max_results,
+    )
+
+
+async def search_instances(
+    loader: ImageLoader,
+    base: str,
+    study: str | None = None,
+    series: str | None = None,
+    *,
+    includefield: str | Iterable[str] | None = None,
+    fuzzymatching: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    max_results: int = DEFAULT_MAX_RESULTS,
+    **filters: Any,
+) -> list[dict[str, Any]]:
+    """Instances matching ``filters``: of ``series`` of ``study``, of ``study``, or of all.
+
+    A ``series`` without ``study`` searches ``{base}/instances`` with
+    ``SeriesInstanceUID={series}`` (QIDO-RS has no series-only path). As
+    :func:`search_studies` otherwise; ``study``/``series`` must be UIDs (ValueError).
+    """
+    base = base.rstrip("/")
+    if study:
+        url = f"{base}/studies/{check_uid('study', study)}"
+        url += f"/series/{check_uid('series', series)}/instances" if series else "/instances"
+    else:
+        url = f"{base}/instances"
+        if series:
+            filters = {"SeriesInstanceUID": check_uid("series", series), **filters}
+    return await _search(
+        loader,
+        url,
+        filters,
+        includefield=includefield,
+        fuzzymatching=fuzzymatching,
+        limit=limit,
+        offset=offset,
+        page_size=page_size,
+        max_results=max_results,
+    )
