@@ -31,8 +31,8 @@ exit status:
   1    some images failed to load (prefetch: or a series, or the --report
        file, could not be written)
   2    usage error or nothing to do: bad arguments, no imageIds, imageIds
-       that cannot be listed, a study or series with no instances, a Dask
-       scheduler that cannot be reached
+       that cannot be listed, a study or series with no instances, a --query
+       matching no series, a Dask scheduler that cannot be reached
   130  interrupted with Ctrl-C (a prefetch also on SIGTERM; it stops cleanly
        and a rerun resumes)
 """

@@ -20,11 +20,13 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl
 
-from ..errors import ImageLoaderError, NotFoundError
+from ..errors import ImageLoaderError, NotFoundError, ResponseFormatError
 from ..loader import ImageLoader
 from ..output import LocalBackend, PrefetchJob, PrefetchReport, describe_error
 from ..request_pool import DEFAULT_CAPACITY
@@ -58,6 +60,17 @@ what is complete on disk and resumes what an interrupted run staged.
 A study or series with no instances (or one the server answers an empty list
 for) is an error: "no instances found for study UID at URL", exit status 2.
 
+--query "Modality=CT&StudyDate=20240101-" searches the server's series (QIDO-RS,
+DICOM keywords or tags with QIDO matching values: wildcards * and ?, date ranges)
+and prefetches every series that matches; with --study, only that study's series
+(--series narrows it to one). An unknown keyword is a usage error (exit 2), and so
+is a query that matches nothing: "no series match query Q at URL".
+
+--list prints what would be fetched and loads no pixel data (only the series'
+metadata): one line per series (study UID, series UID, modality, instances,
+frames, estimated bytes = rows * columns * samples per pixel * bits allocated / 8
+of each frame), then the totals. It writes nothing, even with --output.
+
 Each failed image gets one line on stderr ("FAILED imageId: ErrorType: reason");
 --report FILE writes every image's outcome (ok, failed, skipped, pending), the
 totals and the elapsed time as JSON. The first Ctrl-C stops cleanly: loads in
@@ -74,10 +87,15 @@ def add_prefetch_parser(sub: Any, **common: Any) -> None:
         **common,
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dicomweb", metavar="URL", help="DICOMweb root (with --study)")
+    source.add_argument("--dicomweb", metavar="URL",
+                        help="DICOMweb root (with --study and/or --query)")  # fmt: skip
     source.add_argument("--ids", type=Path, metavar="FILE", help="one imageId a line, any scheme")
     p.add_argument("--study", metavar="UID", help="StudyInstanceUID (with --dicomweb)")
-    p.add_argument("--series", metavar="UID", help="only this SeriesInstanceUID")
+    p.add_argument("--series", metavar="UID", help="only this SeriesInstanceUID (with --study)")
+    p.add_argument("--query", metavar="QUERY", help='series search (with --dicomweb), as a URL '
+                   'query string: "Modality=CT&StudyDate=20240101-"')  # fmt: skip
+    p.add_argument("--list", action="store_true",
+                   help="print the series, sizes and total; load no pixel data")  # fmt: skip
     p.add_argument("--output", type=Path, metavar="DIR", help="write .npy volumes and JSON here")
     p.add_argument("--report", type=Path, metavar="FILE",
                    help="write every image's outcome, totals and elapsed time as JSON")  # fmt: skip
@@ -111,6 +129,96 @@ def _loader(args: argparse.Namespace) -> ImageLoader:
     )
 
 
+def _query_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """``--query`` as QIDO-RS filters (a keyword given twice: a list, a UID list).
+
+    ValueError (naming the keyword) if it is not a DICOM keyword or tag, or if the
+    query is empty; checked before any request.
+    """
+    from ..dicom.qido import check_uid, query_params
+
+    pairs = parse_qsl(args.query, keep_blank_values=True)
+    if not pairs:
+        raise ValueError(f"empty query: {args.query!r}")
+    filters: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in filters:
+            previous = filters[name]
+            filters[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            filters[name] = value
+    if args.series:
+        filters["SeriesInstanceUID"] = check_uid("series", args.series)
+    if args.study:
+        check_uid("study", args.study)
+    query_params(filters)  # raises ValueError for an unknown keyword
+    return filters
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One series to fetch: its UIDs (the study's from the search, or --study)."""
+
+    study: str
+    series: str
+
+
+def _server_uid(value: Any, base: str) -> str | None:
+    """A UID from a search result, to go into a URL: ResponseFormatError unless a UID."""
+    from ..dicom.qido import check_uid
+
+    if not value:
+        return None
+    try:
+        return check_uid("UID", str(value))
+    except ValueError as exc:
+        raise ResponseFormatError(f"QIDO-RS answer: {exc}", url=base) from None
+
+
+async def _query_series(loader: ImageLoader, args: argparse.Namespace) -> list[_Series]:
+    """The series ``--query`` matches (of ``--study``, when given); NotFoundError if none."""
+    from ..dicomweb import search_series, to_dataset
+
+    base = args.dicomweb.rstrip("/")
+    results = await search_series(loader, base, args.study, **_query_filters(args))
+    found: dict[_Series, None] = {}
+    for result in results:
+        ds = to_dataset(result)
+        study = _server_uid(ds.get("StudyInstanceUID") or args.study, base)
+        series = _server_uid(ds.get("SeriesInstanceUID"), base)
+        if study and series:
+            found[_Series(study, series)] = None
+    if not found:
+        where = f" in study {args.study}" if args.study else ""
+        raise NotFoundError(f"no series match query {args.query}{where} at {base}")
+    return list(found)
+
+
+async def _series_ids(
+    loader: ImageLoader, args: argparse.Namespace
+) -> list[tuple[_Series, list[str]]]:
+    """Each series to fetch (``--query``, ``--study``, ``--series``) with its imageIds."""
+    from ..dicomweb import image_ids_for_series, search_series, to_dataset
+
+    base = args.dicomweb
+    if args.query is not None:
+        chosen = await _query_series(loader, args)
+    elif args.series:
+        chosen = [_Series(args.study, args.series)]
+    else:  # --list of a study: its series, each listed on its own line
+        results = await search_series(loader, base, args.study)
+        uids = (_server_uid(to_dataset(r).get("SeriesInstanceUID"), base) for r in results)
+        chosen = [_Series(args.study, uid) for uid in dict.fromkeys(uids) if uid]
+        if not chosen:
+            from ..dicomweb import image_ids_for_study
+
+            await image_ids_for_study(loader, base, args.study)  # its "no instances found"
+    found = await asyncio.gather(
+        *(image_ids_for_series(loader, base, s.study, s.series) for s in chosen)
+    )
+    return list(zip(chosen, found, strict=True))
+
+
 async def _image_ids(loader: ImageLoader, args: argparse.Namespace) -> list[str]:
     if args.ids is not None:
         text = await asyncio.to_thread(args.ids.read_text)
@@ -118,9 +226,41 @@ async def _image_ids(loader: ImageLoader, args: argparse.Namespace) -> list[str]
         return list(dict.fromkeys(lines))  # once each, in order
     from ..dicomweb import image_ids_for_series, image_ids_for_study
 
+    if args.query is not None:
+        return [i for _, ids in await _series_ids(loader, args) for i in ids]
     if args.series:
         return await image_ids_for_series(loader, args.dicomweb, args.study, args.series)
     return await image_ids_for_study(loader, args.dicomweb, args.study)
+
+
+def _frame_bytes(loader: ImageLoader, image_id: str) -> int:
+    """rows * columns * samples per pixel * bits allocated / 8 (rounded up); 0 if unknown."""
+    pixel = loader.metadata.get("imagePixelModule", image_id)
+    if pixel is None:
+        return 0
+    bits = pixel.rows * pixel.columns * pixel.samples_per_pixel * pixel.bits_allocated
+    return int((bits + 7) // 8)
+
+
+def _listing(loader: ImageLoader, chosen: list[tuple[_Series, list[str]]]) -> str:
+    """``--list``'s lines: one per series, then the totals."""
+    lines = []
+    instances = frames = size = 0
+    for series, ids in chosen:
+        general = loader.metadata.get("generalSeriesModule", ids[0]) if ids else None
+        modality = getattr(general, "modality", None) or "?"
+        count = len({i.rsplit("/frames/", 1)[0] for i in ids})
+        nbytes = sum(_frame_bytes(loader, i) for i in ids)
+        lines.append(
+            f"study {series.study} series {series.series} modality {modality}: "
+            f"{count} instances, {len(ids)} frames, {nbytes} bytes ({nbytes / 1e6:.1f} MB)"
+        )
+        instances, frames, size = instances + count, frames + len(ids), size + nbytes
+    lines.append(
+        f"total: {len(chosen)} series, {instances} instances, {frames} frames, "
+        f"{size} bytes ({size / 1e6:.1f} MB); nothing fetched (--list)"
+    )
+    return "\n".join(lines)
 
 
 async def _until_signalled(work: Callable[[], Awaitable[T]], on_signal: Callable[[], object]) -> T:
@@ -231,11 +371,44 @@ def _report_problem(path: Path) -> str | None:
     return None
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments' combination (or ``--query``), or None."""
+    if args.ids is not None and (args.query is not None or args.list):
+        return "--query and --list go with --dicomweb"
+    if args.dicomweb and not args.study and args.query is None:
+        return "--dicomweb needs --study or --query"
+    if args.series and not args.study:
+        return "--series needs --study"
+    if args.list and args.report is not None:
+        return "--list writes no --report"
+    if args.query is not None:
+        try:
+            _query_filters(args)
+        except ValueError as exc:
+            return f"--query: {exc}"
+    return None
+
+
+async def _run_list(args: argparse.Namespace) -> int:
+    """``--list``: the series' metadata only, printed; no pixel data, nothing written."""
+    async with _loader(args) as loader:
+        try:
+            chosen = await _series_ids(loader, args)
+        except (ImageLoaderError, OSError) as exc:
+            print(f"imageloader prefetch: {_listing_problem(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        print(_listing(loader, chosen), flush=True)
+    return EXIT_OK
+
+
 async def run_prefetch(args: argparse.Namespace) -> int:
     """The ``prefetch`` command; returns the exit code."""
-    if args.dicomweb and not args.study:
-        print("imageloader prefetch: --dicomweb needs --study", file=sys.stderr)
+    usage = _usage_problem(args)
+    if usage:
+        print(f"imageloader prefetch: {usage}", file=sys.stderr)
         return EXIT_USAGE
+    if args.list:
+        return await _run_list(args)
     problem = args.report and await asyncio.to_thread(_report_problem, args.report)
     if problem:
         print(f"imageloader prefetch: {problem}", file=sys.stderr)
