@@ -29,7 +29,6 @@ local or on Dask, would otherwise report success.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -44,7 +43,7 @@ from .dicom.instances import (
     parse_instances,
     register_instance,
 )
-from .dicom.qido import check_uid, query_params
+from .dicom.qido import check_uid, is_uid, query_params
 from .dicom.wadors import WadoRsOptions, wadors_options
 from .errors import ImageLoaderError, ImageTooLargeError, NotFoundError, ResponseFormatError
 from .http import redact_url
@@ -64,6 +63,7 @@ __all__ = [
     "wadors_options",
 ]
 
+_STUDY_UID = "0020000D"
 _SERIES_UID = "0020000E"
 _SOP_UID = "00080018"
 _INSTANCE_NUMBER = "00200013"
@@ -76,17 +76,13 @@ def _value(item: dict[str, Any], tag: str) -> Any:
     return values[0] if isinstance(values, list) and values else None
 
 
-#: A DICOM UID (PS3.5 9.1): digits in dot-separated components, at most 64 characters.
-_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
-
-
-def _uid(item: dict[str, Any], tag: str, url: str) -> str | None:
+def uid_of(item: dict[str, Any], tag: str, url: str) -> str | None:
     """A UID from the server's JSON, to go into a URL: refused unless it is a DICOM UID.
 
     A hostile server could otherwise put ``/``, ``?`` or ``#`` into the URLs we build.
     """
     value = _text(item, tag)
-    if value is not None and (len(value) > 64 or not _UID.fullmatch(value)):
+    if value is not None and not is_uid(value):
         raise ResponseFormatError(
             f"({tag[:4]},{tag[4:]}) is not a DICOM UID: {value[:80]!r}", url=url
         )
@@ -129,7 +125,7 @@ async def add_series_metadata(loader: ImageLoader, base: str, study: str, series
         raise ResponseFormatError("series metadata is not a list", url=url)
     listed = []
     for item in sorted((i for i in items if isinstance(i, dict)), key=_sort_key):
-        sop = _uid(item, _SOP_UID, url)
+        sop = uid_of(item, _SOP_UID, url)
         if sop:
             listed.append((f"{base}/studies/{study}/series/{series}/instances/{sop}", item))
     image_ids: list[str] = []
@@ -188,7 +184,7 @@ async def image_ids_for_study(loader: ImageLoader, base: str, study: str) -> lis
     listing = await _get_json(loader, url)
     if not isinstance(listing, list):
         raise ResponseFormatError("QIDO-RS series listing is not a list", url=url)
-    series_uids = [_uid(item, _SERIES_UID, url) for item in listing if isinstance(item, dict)]
+    series_uids = [uid_of(item, _SERIES_UID, url) for item in listing if isinstance(item, dict)]
     results = await asyncio.gather(
         *(add_series_metadata(loader, base, study, uid) for uid in series_uids if uid)
     )
@@ -204,6 +200,15 @@ async def image_ids_for_study(loader: ImageLoader, base: str, study: str) -> lis
 DEFAULT_PAGE_SIZE = 1000
 #: The most results a search returns before it raises ImageTooLargeError.
 DEFAULT_MAX_RESULTS = 100_000
+
+
+def series_uids(results: list[dict[str, Any]], url: str) -> list[tuple[str | None, str | None]]:
+    """The (study, series) UIDs of series search results, each checked (:func:`uid_of`)."""
+    return [
+        (uid_of(item, _STUDY_UID, url), uid_of(item, _SERIES_UID, url))
+        for item in results
+        if isinstance(item, dict)
+    ]
 
 
 def to_dataset(obj: dict[str, Any]) -> Dataset:

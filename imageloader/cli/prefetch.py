@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
-from ..errors import ImageLoaderError, NotFoundError, ResponseFormatError
+from ..errors import ImageLoaderError, NotFoundError
 from ..loader import ImageLoader
 from ..output import LocalBackend, PrefetchJob, PrefetchReport, describe_error
 from ..request_pool import DEFAULT_CAPACITY
@@ -163,29 +163,15 @@ class _Series:
     series: str
 
 
-def _server_uid(value: Any, base: str) -> str | None:
-    """A UID from a search result, to go into a URL: ResponseFormatError unless a UID."""
-    from ..dicom.qido import check_uid
-
-    if not value:
-        return None
-    try:
-        return check_uid("UID", str(value))
-    except ValueError as exc:
-        raise ResponseFormatError(f"QIDO-RS answer: {exc}", url=base) from None
-
-
 async def _query_series(loader: ImageLoader, args: argparse.Namespace) -> list[_Series]:
     """The series ``--query`` matches (of ``--study``, when given); NotFoundError if none."""
-    from ..dicomweb import search_series, to_dataset
+    from ..dicomweb import search_series, series_uids
 
     base = args.dicomweb.rstrip("/")
     results = await search_series(loader, base, args.study, **_query_filters(args))
     found: dict[_Series, None] = {}
-    for result in results:
-        ds = to_dataset(result)
-        study = _server_uid(ds.get("StudyInstanceUID") or args.study, base)
-        series = _server_uid(ds.get("SeriesInstanceUID"), base)
+    for study, series in series_uids(results, base):
+        study = study or args.study
         if study and series:
             found[_Series(study, series)] = None
     if not found:
@@ -198,7 +184,7 @@ async def _series_ids(
     loader: ImageLoader, args: argparse.Namespace
 ) -> list[tuple[_Series, list[str]]]:
     """Each series to fetch (``--query``, ``--study``, ``--series``) with its imageIds."""
-    from ..dicomweb import image_ids_for_series, search_series, to_dataset
+    from ..dicomweb import image_ids_for_series, search_series, series_uids
 
     base = args.dicomweb
     if args.query is not None:
@@ -207,7 +193,7 @@ async def _series_ids(
         chosen = [_Series(args.study, args.series)]
     else:  # --list of a study: its series, each listed on its own line
         results = await search_series(loader, base, args.study)
-        uids = (_server_uid(to_dataset(r).get("SeriesInstanceUID"), base) for r in results)
+        uids = (series for _, series in series_uids(results, base))
         chosen = [_Series(args.study, uid) for uid in dict.fromkeys(uids) if uid]
         if not chosen:
             from ..dicomweb import image_ids_for_study

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
-__all__ = ["check_attribute", "check_uid", "query_params"]
+__all__ = ["check_attribute", "check_uid", "is_uid", "query_params"]
 
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 #: A DICOM UID (PS3.5 9.1): digits in dot-separated components, at most 64 characters.
@@ -34,9 +34,14 @@ def check_attribute(name: str) -> str:
     return name
 
 
+def is_uid(value: object) -> bool:
+    """Whether ``value`` is a DICOM UID: the one rule for every UID put into a URL."""
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
 def check_uid(what: str, value: str) -> str:
     """``value`` if it is a DICOM UID (it goes into a URL path); else ValueError."""
-    if not isinstance(value, str) or len(value) > 64 or not _UID.fullmatch(value):
+    if not is_uid(value):
         raise ValueError(f"{what} is not a DICOM UID: {value!r}")
     return value
 
