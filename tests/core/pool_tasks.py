@@ -70,13 +70,14 @@ def segment_prefix() -> str:
     return transport.segment_prefix()
 
 
-def leave_segment_and_hang() -> str:
+def leave_segment_and_hang(marks: str) -> str:
     """Make an output segment as a result would, then hang until killed: what a decode
-    killed mid-write leaves behind. Returns nothing (it never returns)."""
+    killed mid-write leaves behind. Its name is written into the folder ``marks`` (not
+    next to it in /dev/shm, where the pool's sweep would take the mark too)."""
     from imageloader.decode import transport
 
     segment = transport._create(4096)
     segment.close()
-    Path("/dev/shm", segment.name + ".made").touch()  # tells the test its name
+    Path(marks, segment.name).touch()
     time.sleep(3600)
     return segment.name
