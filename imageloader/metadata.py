@@ -33,6 +33,7 @@ __all__ = [
     "MetadataStore",
     "ModalityLutModule",
     "MultiframeModule",
+    "PatientModule",
     "PatientStudyModule",
     "ScalingModule",
     "SopCommonModule",
@@ -119,6 +120,15 @@ class GeneralImageModule:
 
 
 @dataclass(frozen=True, slots=True)
+class PatientModule:
+    """Cornerstone's ``patientModule``: who the images are of (identifying: treat as PHI)."""
+
+    patient_id: str | None = None
+    patient_name: str | None = None
+    patient_birth_date: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PatientStudyModule:
     """Cornerstone's ``patientStudyModule``."""
 
@@ -184,6 +194,7 @@ MODULE_TYPES: Mapping[str, type] = {
     "imagePlaneModule": ImagePlaneModule,
     "generalSeriesModule": GeneralSeriesModule,
     "generalImageModule": GeneralImageModule,
+    "patientModule": PatientModule,
     "patientStudyModule": PatientStudyModule,
     "sopCommonModule": SopCommonModule,
     "voiLutModule": VoiLutModule,

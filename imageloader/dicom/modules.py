@@ -26,6 +26,7 @@ from ..metadata import (
     ImagePixelModule,
     ModalityLutModule,
     MultiframeModule,
+    PatientModule,
     PatientStudyModule,
     ScalingModule,
     SopCommonModule,
@@ -130,6 +131,11 @@ def _instance_modules(view: FrameView) -> dict[str, object]:
         lossy_image_compression_ratio=_first_number(view, "LossyImageCompressionRatio"),
         lossy_image_compression_method=to_string(root("LossyImageCompressionMethod")),
         image_type=view.strings("ImageType"),
+    )
+    modules["patientModule"] = PatientModule(
+        patient_id=to_string(root("PatientID")),
+        patient_name=to_string(root("PatientName")),
+        patient_birth_date=to_string(root("PatientBirthDate")),
     )
     modules["patientStudyModule"] = PatientStudyModule(
         patient_age=to_string(root("PatientAge")),

@@ -27,6 +27,7 @@ from imageloader.metadata import (
     ImagePlaneModule,
     ModalityLutModule,
     MultiframeModule,
+    PatientModule,
     PatientStudyModule,
     ScalingModule,
     SopCommonModule,
@@ -92,6 +93,7 @@ def test_ct_modules_field_by_field() -> None:
         instance_number=1,
         image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
     )
+    assert modules["patientModule"] == PatientModule(patient_id="2178309", patient_name="MISTER^CT")
     # Empty PatientAge and PatientSex are absent, not "".
     assert modules["patientStudyModule"] == PatientStudyModule(
         study_date="20010105", study_time="083501", study_description="CHEST"
