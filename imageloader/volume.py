@@ -116,9 +116,7 @@ def volume_dtype(*modules: Mapping[str, Any], prescale: bool = True) -> np.dtype
         at_most_16_bits = at_most_16_bits and pixel.bits_allocated <= 16
         low, high = scaled_range(*stored_range(params), scaling)
         lo, hi = min(lo, low), max(hi, high)
-    if fractions:
-        # A frame whose scaled min and max happen to be whole numbers gets an
-        # integer type (truncated, as Cornerstone's preScale); any other, float32.
+    if fractions:  # as every frame of such a slice decodes
         return np.dtype(np.float32)
     if at_most_16_bits:
         bound_lo, bound_hi = _INT16 if lo < 0 else _UINT16

@@ -6,12 +6,15 @@
   sign-extended from Bits Stored when signed, unused high bits cleared when not.
 - :func:`apply_modality_lut` is Cornerstone's preScale: slope·v + intercept (PET
   SUV, RTDOSE DoseGridScaling), in the smallest container that holds the range
-  (:func:`dtype_for_range`), integers truncated as a JavaScript typed array would.
+  (:func:`dtype_for_range`); float32 whenever the scaling has fractions.
 
-The dtype rule is one composition, ``dtype_for_range(*scaled_range(lo, hi, scaling))``:
-a frame's pixels get it over the frame's own stored min and max; a volume
+The dtype rule is float32 for a scaling with fractions, else one composition,
+``dtype_for_range(*scaled_range(lo, hi, scaling))``: a frame's pixels get it over
+the frame's own stored min and max; a volume
 (:func:`imageloader.volume.volume_dtype`) gets it over :func:`stored_range`, what
-the pixel module allows, before any frame has arrived.
+the pixel module allows, before any frame has arrived. (Cornerstone3D chose by the
+scaled extremes alone until its fix for issue #2706, so a slope of 0.5 whose frame
+extremes came out whole gave an Int16Array and truncated every half in between.)
 """
 
 from __future__ import annotations
@@ -210,7 +213,9 @@ def _scale(stored: Array, scaling: Scaling, dtype: np.dtype[Any]) -> Array:
         values += scaling.intercept
         if scaling.suvbw is not None:
             values *= scaling.suvbw
-    # float -> int truncates toward zero, as storing into an Int16Array does.
+    # Only a float32 dtype comes here with fractions (an integral scaling of values
+    # beyond int64's exact range would too, and truncates toward zero, as storing
+    # into an Int16Array does).
     return values.astype(dtype)
 
 
@@ -224,8 +229,13 @@ def apply_modality_lut(
     """
     lo, hi = stored.min().item(), stored.max().item()
     scaling = scaling_for(params) if prescale else None
-    # The dtype rule (a volume applies it to stored_range(params) instead).
-    dtype = dtype_for_range(*scaled_range(lo, hi, scaling))
+    # The dtype rule (a volume applies it to stored_range(params) instead). A LUT
+    # with fractions is float32 even when the frame's extremes come out whole (as
+    # Cornerstone3D since its #2706 fix): the values between them need not.
+    if scaling is not None and not scaling.integral:
+        dtype = np.dtype(np.float32)
+    else:
+        dtype = dtype_for_range(*scaled_range(lo, hi, scaling))
     if scaling is None:
         out = stored if stored.dtype == dtype else stored.astype(dtype)
         slope = 1.0 if params.rescale_slope is None else float(params.rescale_slope)

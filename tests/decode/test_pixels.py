@@ -130,8 +130,9 @@ def test_big_endian_and_32_bit() -> None:
         ([0, 10, 20, 30, 40, 50], 0, 2.0, 5.0, [5, 25, 45, 65, 85, 105], np.uint8),
         # negative, fits int8
         ([0, 1, 2, 3, 4, 5], 0, 1.0, -100.0, [-100, -99, -98, -97, -96, -95], np.int8),
-        # integral ends but fractional values in between: truncated toward zero like an Int16Array
-        ([-4, 1, 3, -1, 4, 2], 1, 0.5, 0.0, [-2, 0, 1, 0, 2, 1], np.int8),
+        # integral ends but fractional values in between: float32, every half kept (the
+        # older Cornerstone typed it by its ends, Int8Array, and truncated the halves)
+        ([-4, 1, 3, -1, 4, 2], 1, 0.5, 0.0, [-2, 0.5, 1.5, -0.5, 2, 1], np.float32),
         # fractional ends -> float32
         ([0, 1, 2, 3, 4, 5], 0, 0.25, 0.5, [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], np.float32),
         # too wide for int16 with negatives -> float32
