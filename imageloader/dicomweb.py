@@ -59,7 +59,9 @@ __all__ = [
     "search_instances",
     "search_series",
     "search_studies",
+    "series_uids",
     "to_dataset",
+    "uid_of",
     "wadors_options",
 ]
 

@@ -50,6 +50,8 @@ COMPRESSED = {
 def _kind(block: str) -> str:
     if "FastAPI(" in block:
         return "fastapi"
+    if 'format="nifti"' in block:
+        return "dataset"
     if FILE_PLACEHOLDER in block or "pacs:8042" in block:
         return "orthanc"
     return "plain"
@@ -65,8 +67,8 @@ def _blocks(kind: str) -> list[object]:
 
 def test_the_readme_has_the_blocks_this_file_runs() -> None:
     kinds = sorted(_kind(block) for block in BLOCKS)
-    assert set(kinds) == {"fastapi", "orthanc", "plain"}, kinds  # each kind is run
-    assert len(kinds) >= 4, kinds  # main, custom loader, files in memory, FastAPI
+    assert set(kinds) == {"dataset", "fastapi", "orthanc", "plain"}, kinds  # each kind is run
+    assert len(kinds) >= 5, kinds  # main, custom loader, files in memory, FastAPI, dataset
     for block in BLOCKS:
         assert "__main__" not in block  # written as most people write a script
 
@@ -156,6 +158,25 @@ def test_script_without_a_main_guard_decodes_in_workers_and_runs_once(
     assert lines[-1].startswith(f"{SLICES} frames -> ({SLICES}, 512, 512) "), lines
     assert len(lines) == 2, lines
     assert workers, "no decode worker process was started"
+
+
+@pytest.mark.parametrize("block", _blocks("dataset"))
+def test_dataset_block_writes_nifti_and_its_index(
+    block: str, pacs: OrthancServer, tmp_path: Path
+) -> None:
+    nibabel = pytest.importorskip("nibabel")
+    script = _write(block, tmp_path, "dataset_job", **{SERVER_PLACEHOLDER: pacs.base_url})
+    result, workers = _run_watching_workers(script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "", result.stderr
+    megabytes = SLICES * 512 * 512 * 2 / 1e6
+    nifti = f"{SERIES}.nii.gz"
+    assert result.stdout.splitlines() == [
+        f"1 series, {SLICES} frames, {megabytes:.1f} MB",
+        f"{nifti} 512x512x{SLICES} int16 0.675781x0.675781x5",
+    ]
+    image = nibabel.load(tmp_path / "dataset" / nifti)
+    assert image.shape == (512, 512, SLICES) and workers  # decoded in worker processes
 
 
 @pytest.mark.parametrize("block", _blocks("fastapi"))

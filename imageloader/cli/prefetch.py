@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ from urllib.parse import parse_qsl
 
 from ..errors import ImageLoaderError, NotFoundError
 from ..loader import ImageLoader
-from ..output import LocalBackend, PrefetchJob, PrefetchReport, describe_error
+from ..output import FORMATS, LocalBackend, PrefetchJob, PrefetchReport, describe_error
 from ..request_pool import DEFAULT_CAPACITY
 from .progress import ProgressBar, format_duration
 from .report import failure_lines, report_document, write_report
@@ -54,8 +55,16 @@ EXIT_INTERRUPTED = 130
 DESCRIPTION = """\
 Load every image of a DICOMweb study or series, or of a file of imageIds, at
 PREFETCH priority with a progress display, continuing past failures; optionally
-write one .npy volume and a JSON manifest per series (--output). A rerun skips
-what is complete on disk and resumes what an interrupted run staged.
+write one volume and a JSON manifest per series (--output), and index.csv, one
+row per series written. A rerun skips what is complete on disk and resumes what
+an interrupted run staged.
+
+--format nifti writes each series as <SeriesInstanceUID>.nii.gz, as dcm2niix
+does (RAS affine from the DICOM geometry, slices in scan order, scl_slope and
+scl_inter where the modality LUT needs them); the default, npy, writes .npy.
+index.csv lists UIDs, modality, shape, dtype, spacing and file; patient
+attributes and free text (IDs, names, dates, descriptions) only with
+--include-phi.
 
 A study or series with no instances (or one the server answers an empty list
 for) is an error: "no instances found for study UID at URL", exit status 2.
@@ -82,7 +91,7 @@ def add_prefetch_parser(sub: Any, **common: Any) -> None:
     """The ``prefetch`` subcommand's arguments."""
     p = sub.add_parser(
         "prefetch",
-        help="load a study, series or list of imageIds (optionally writing .npy volumes)",
+        help="load a study, series or list of imageIds (optionally writing .npy or NIfTI)",
         description=DESCRIPTION,
         **common,
     )
@@ -96,7 +105,12 @@ def add_prefetch_parser(sub: Any, **common: Any) -> None:
                    'query string: "Modality=CT&StudyDate=20240101-"')  # fmt: skip
     p.add_argument("--list", action="store_true",
                    help="print the series, sizes and total; load no pixel data")  # fmt: skip
-    p.add_argument("--output", type=Path, metavar="DIR", help="write .npy volumes and JSON here")
+    p.add_argument("--output", type=Path, metavar="DIR",
+                   help="write one volume per series, its JSON and index.csv here")  # fmt: skip
+    p.add_argument("--format", choices=FORMATS, default="npy",
+                   help="volumes as .npy (default) or .nii.gz (NIfTI, as dcm2niix)")  # fmt: skip
+    p.add_argument("--include-phi", action="store_true",
+                   help="put patient-identifying columns in index.csv")  # fmt: skip
     p.add_argument("--report", type=Path, metavar="FILE",
                    help="write every image's outcome, totals and elapsed time as JSON")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=16, metavar="N", help="requests at once")
@@ -274,7 +288,14 @@ async def _until_signalled(work: Callable[[], Awaitable[T]], on_signal: Callable
 async def _run_local(
     loader: ImageLoader, ids: list[str], args: argparse.Namespace, bar: ProgressBar
 ) -> PrefetchReport:
-    job = PrefetchJob(loader, ids, output=args.output, progress=bar.update)
+    job = PrefetchJob(
+        loader,
+        ids,
+        output=args.output,
+        format=args.format,
+        include_phi=args.include_phi,
+        progress=bar.update,
+    )
     task = asyncio.ensure_future(job.run())
     try:
         await _until_signalled(lambda: asyncio.shield(task), task.cancel)
@@ -304,6 +325,8 @@ async def _run_dask(
                 ids,
                 client=client,
                 output=args.output,
+                format=args.format,
+                include_phi=args.include_phi,
                 batch_size=args.dask_batch,
                 loader_options={"http": http} if (http := _http_options(args)) else None,
                 series_of=known,
@@ -326,9 +349,11 @@ def _summary(report: PrefetchReport, output: Path | None, report_file: Path | No
     ]
     if output is not None:
         volumes = sum(1 for w in report.written if w.layout == "volume")
+        kind = "NIfTI" if any(w.format == "nifti" for w in report.written) else "volumes"
         lines.append(
-            f"wrote {len(report.written)} series to {output} ({volumes} volumes, "
+            f"wrote {len(report.written)} series to {output} ({volumes} {kind}, "
             f"{len(report.written) - volumes} per-frame)"
+            + (f"; index: {report.index}" if report.index is not None else "")
         )
         if report.held:
             lines.append(f"held back (a frame failed; rerun to resume): {', '.join(report.held)}")
@@ -367,6 +392,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return "--series needs --study"
     if args.list and args.report is not None:
         return "--list writes no --report"
+    if args.output is None and (args.format != "npy" or args.include_phi):
+        return "--format and --include-phi go with --output"
+    if args.format == "nifti" and importlib.util.find_spec("nibabel") is None:
+        return "--format nifti needs nibabel: pip install 'imageloader[nifti]'"
     if args.query is not None:
         try:
             _query_filters(args)

@@ -231,5 +231,5 @@ def prefetch_batch(
     return pl.run(work())
 
 
-def finalize(output: str, series: str) -> WrittenSeries:
-    return SeriesWriter(output).finalize(series)
+def finalize(output: str, series: str, format: str = "npy") -> WrittenSeries:
+    return SeriesWriter(output, format=format).finalize(series)

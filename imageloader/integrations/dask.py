@@ -141,6 +141,8 @@ def prefetch_many(
     *,
     client: Any,
     output: str | os.PathLike[str] | None = None,
+    format: str = "npy",
+    include_phi: bool = False,
     batch_size: int = 8,
     loader_options: Mapping[str, Any] | None = None,
     series_of: Mapping[str, str | None] | None = None,
@@ -151,10 +153,13 @@ def prefetch_many(
 
     Batches of ``batch_size`` imageIds go to the workers; with ``output`` each frame is
     staged there and each series assembled (by a task) once all its frames are in,
-    skipping what a previous run completed. It is :func:`imageloader.output.prefetch`'s
-    engine (:class:`~imageloader.output.PrefetchJob`, on an event loop in a thread of
-    its own) with the loading and writing done by the workers, so the report is the
-    same: counts, per-image ``outcomes``, failures with their errors, series written,
+    skipping what a previous run completed, in ``format`` (``"npy"`` or ``"nifti"``,
+    see :class:`~imageloader.output.SeriesWriter`), with ``index.csv`` at the end
+    (``include_phi``: see :mod:`imageloader.output.index`). It is
+    :func:`imageloader.output.prefetch`'s engine
+    (:class:`~imageloader.output.PrefetchJob`, on an event loop in a thread of its
+    own) with the loading and writing done by the workers, so the report is the same:
+    counts, per-image ``outcomes``, failures with their errors, series written,
     held or failed; an empty staging area is removed. ``series_of`` (imageId → series
     key, e.g. from DICOMweb metadata the caller registered) lets series be written
     before the whole run ends. Setting ``stop`` cancels what is still queued, finishes
@@ -169,7 +174,14 @@ def prefetch_many(
         client, batch_size=batch_size, options=_defaults(loader_options), series_of=series_of
     )
     root = Path(output).resolve() if output is not None else None
-    job = PrefetchJob(backend, image_ids, output=root, progress=progress)
+    job = PrefetchJob(
+        backend,
+        image_ids,
+        output=root,
+        format=format,
+        include_phi=include_phi,
+        progress=progress,
+    )
     with start_blocking_portal(name="imageloader-prefetch") as portal:
         task = portal.call(_start, job)
         finished = portal.start_task_soon(_settle, task)
@@ -263,7 +275,7 @@ class _DaskBackend(PrefetchBackend):
                 written.set_exception(error)
 
         root = str(writer.root)
-        future = self._client.submit(finalize, root, series, pure=False)
+        future = self._client.submit(finalize, root, series, writer.format, pure=False)
         self._expect(future, settle)
         return await written
 

@@ -31,12 +31,14 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..image import Image
 from ..request_pool import RequestType
+from .index import write_index
 from .tracker import SeriesTracker, plan_resume
-from .writer import SeriesWriter, WrittenSeries, series_key
+from .writer import FORMATS, SeriesWriter, WrittenSeries, series_key
 
 if TYPE_CHECKING:
     from ..loader import ImageLoader
@@ -83,6 +85,8 @@ class PrefetchReport:
     held: list[str] = field(default_factory=list)
     #: Decoded pixel bytes of the images loaded.
     bytes: int = 0
+    #: The output's ``index.csv``, once written (at the end of a run that was not cancelled).
+    index: Path | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     interrupted: bool = False
@@ -200,14 +204,20 @@ class PrefetchJob:
         image_ids: Iterable[str],
         *,
         output: str | os.PathLike[str] | None = None,
+        format: str = "npy",
+        include_phi: bool = False,
         progress: ProgressCallback | None = None,
         request_type: RequestType | str = RequestType.PREFETCH,
     ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown output format {format!r}: one of {', '.join(FORMATS)}")
         self.backend = (
             loader if isinstance(loader, PrefetchBackend) else LocalBackend(loader, request_type)
         )
         self.image_ids = list(dict.fromkeys(image_ids))  # once each, in order
         self.output = output
+        self.format = format
+        self.include_phi = include_phi
         self.progress = progress
         self.report = PrefetchReport(total=len(self.image_ids))
         self._writing: set[asyncio.Task[None]] = set()
@@ -225,7 +235,7 @@ class PrefetchJob:
         tracker: SeriesTracker | None = None
         try:
             if self.output is not None:
-                writer = await asyncio.to_thread(SeriesWriter, self.output)
+                writer = await asyncio.to_thread(SeriesWriter, self.output, format=self.format)
                 known = {i: backend.known_series(i) for i in to_load}
                 plan = await asyncio.to_thread(plan_resume, writer, to_load, known)
                 to_load, tracker = plan.to_load, plan.tracker
@@ -254,6 +264,9 @@ class PrefetchJob:
         if writer is not None:
             # Not when cancelled: a frame being staged may still land there.
             await asyncio.to_thread(writer.remove_empty_staging)
+            report.index = await asyncio.to_thread(
+                write_index, writer.root, include_phi=self.include_phi
+            )
         self._tick()
         return report
 
@@ -302,7 +315,18 @@ async def prefetch(
     image_ids: Iterable[str],
     *,
     output: str | os.PathLike[str] | None = None,
+    format: str = "npy",
+    include_phi: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PrefetchReport:
-    """Load ``image_ids`` at PREFETCH priority (to ``output`` if given): :class:`PrefetchJob`."""
-    return await PrefetchJob(loader, image_ids, output=output, progress=progress).run()
+    """Load ``image_ids`` at PREFETCH priority (to ``output`` if given, in ``format``,
+    with ``index.csv``): :class:`PrefetchJob`."""
+    job = PrefetchJob(
+        loader,
+        image_ids,
+        output=output,
+        format=format,
+        include_phi=include_phi,
+        progress=progress,
+    )
+    return await job.run()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -57,16 +58,20 @@ from ..image import Image
 from ..metadata import MODULE_TYPES, ImagePixelModule, ImagePlaneModule, module_to_json
 
 __all__ = [
+    "FORMATS",
     "NO_SERIES",
     "OutputConflictError",
     "SeriesWriter",
     "StagedFrame",
     "WrittenSeries",
     "image_fields",
+    "manifests",
     "series_key",
 ]
 
 NO_SERIES = "no-series"
+#: The output formats :class:`SeriesWriter` writes.
+FORMATS = ("npy", "nifti")
 STAGING = ".staging"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -116,7 +121,27 @@ class WrittenSeries:
     layout: str  # "volume" or "frames"
     frames: int
     manifest: Path
-    data: Path  # the .npy volume, or the directory of per-frame files
+    data: Path  # the .npy volume or .nii.gz file, or the directory of per-frame files
+    format: str = "npy"
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    """A series manifest's content, or None if the file is not one of ours (or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("image_ids"), list):
+        return data
+    return None
+
+
+def manifests(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every series manifest under ``root`` (complete series), by file name."""
+    for path in sorted(root.glob("*.json")):
+        data = _read_manifest(path)
+        if data is not None:
+            yield path, data
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -153,30 +178,36 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
     return tuple(shape), dtype
 
 
+def _checked(frames: list[StagedFrame], dtype: np.dtype[Any]) -> Iterator[np.ndarray[Any, Any]]:
+    """Each staged frame's pixels, in order, as ``dtype`` (memory: one frame); a frame
+    whose values do not fit ``dtype`` raises MetadataError naming it."""
+    from ..volume import cast_problem  # on first use, as loader.py does (it imports pydicom)
+
+    for frame in frames:
+        pixels = np.load(frame.path, allow_pickle=False)
+        problem = cast_problem(pixels, dtype)
+        if problem is not None:
+            raise MetadataError(
+                f"the {pixels.dtype} frame does not fit the {dtype} series "
+                f"{frame.series}: {problem} (the dtype a volume of the series gets, "
+                "from its metadata); its frames stay staged",
+                image_id=frame.image_id,
+            )
+        yield np.ascontiguousarray(pixels, dtype=dtype)
+
+
 def _write_volume(
     path: Path, frames: list[StagedFrame], shape: tuple[int, ...], dtype: np.dtype[Any]
 ) -> None:
-    """Stack staged frames into one .npy file of ``dtype``, a frame at a time (memory:
-    one frame); a frame whose values do not fit ``dtype`` raises MetadataError naming
-    it, and nothing is written."""
-    from ..volume import cast_problem  # on first use, as loader.py does (it imports pydicom)
-
+    """Stack staged frames into one .npy file of ``dtype`` (see :func:`_checked`);
+    nothing is written if a frame does not fit."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     try:
         with tmp.open("wb") as out:
             np.lib.format.write_array_header_1_0(out, header)
-            for frame in frames:
-                pixels = np.load(frame.path, allow_pickle=False)
-                problem = cast_problem(pixels, dtype)
-                if problem is not None:
-                    raise MetadataError(
-                        f"the {pixels.dtype} frame does not fit the {dtype} series "
-                        f"{frame.series}: {problem} (the dtype a volume of the series gets, "
-                        "from its metadata); its frames stay staged",
-                        image_id=frame.image_id,
-                    )
-                out.write(np.ascontiguousarray(pixels, dtype=dtype).data)
+            for pixels in _checked(frames, dtype):
+                out.write(pixels.data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -242,10 +273,20 @@ def _fallback_order(frame: StagedFrame) -> tuple[float, float, str]:
 
 
 class SeriesWriter:
-    """Stages frames and assembles complete series under one output directory."""
+    """Stages frames and assembles complete series under one output directory, in one
+    of :data:`FORMATS`: ``"npy"`` (the default) or ``"nifti"`` (see the module's
+    docstring and :mod:`imageloader.output.nifti`)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, format: str = "npy") -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown output format {format!r}: one of {', '.join(FORMATS)}")
+        if format == "nifti" and importlib.util.find_spec("nibabel") is None:
+            raise ModuleNotFoundError(
+                "the NIfTI output needs nibabel: pip install 'imageloader[nifti]'",
+                name="nibabel",
+            )
         self.root = Path(root)
+        self.format = format
         self.staging = self.root / STAGING
         self.staging.mkdir(parents=True, exist_ok=True)
 
@@ -255,14 +296,11 @@ class SeriesWriter:
         return self.root / f"{series}.json"
 
     def complete(self) -> dict[str, str]:
-        """imageId → series of every frame in a complete series."""
+        """imageId → series of every frame in a series complete in this format (a series
+        written in another format is not: finalizing it again is a conflict)."""
         done: dict[str, str] = {}
-        for manifest in self.root.glob("*.json"):
-            try:
-                data = json.loads(manifest.read_text())
-            except (OSError, ValueError):
-                continue  # not one of ours, or unreadable: the series is redone
-            if isinstance(data, dict) and isinstance(data.get("image_ids"), list):
+        for manifest, data in manifests(self.root):
+            if data.get("format", "npy") == self.format:
                 done.update(dict.fromkeys(map(str, data["image_ids"]), manifest.stem))
         return done
 
@@ -303,7 +341,8 @@ class SeriesWriter:
         """Assemble a series from its staged frames, write its manifest, drop the staging.
 
         Raises :class:`OutputConflictError` if the series is already complete on disk
-        with other imageIds (nothing is overwritten).
+        with other imageIds or in another format (nothing is overwritten), and
+        MetadataError if its frames cannot be written (its frames stay staged).
         """
         frames = sorted(self.staged(series), key=_fallback_order)
         if not frames:
@@ -311,21 +350,32 @@ class SeriesWriter:
         ids = [f.image_id for f in frames]
         manifest = self.manifest_path(series)
         if manifest.exists():
-            previous = set(self.complete_ids_of(manifest))
-            if previous != set(ids):
+            previous = _read_manifest(manifest) or {}
+            if set(map(str, previous.get("image_ids", []))) != set(ids):
                 raise OutputConflictError(
                     f"series {series} is already complete in {self.root} with other frames; "
                     f"delete {manifest.name} and its data to rebuild it",
                     image_id=ids[0],
                 )
-        frames, geometry = self._scan_order(frames)
+            if previous.get("format", "npy") != self.format:
+                raise OutputConflictError(
+                    f"series {series} is already complete in {self.root} as "
+                    f"{previous.get('format', 'npy')}; write {self.format} to another "
+                    "directory",
+                    image_id=ids[0],
+                )
+        frames, geometry, unplaced = self._scan_order(frames)
         headers = [_npy_header(f.path) for f in frames]
         same_shape = len({shape for shape, _ in headers}) == 1
         dtype = _series_dtype(frames, [d for _, d in headers]) if same_shape else None
-        if dtype is not None:
+        nifti: dict[str, Any] | None = None
+        files = None
+        if self.format == "nifti":
+            data = self.root / f"{series}.nii.gz"
+            nifti = self._write_nifti(data, frames, headers, dtype, geometry, unplaced)
+        elif dtype is not None:
             data = self.root / f"{series}.npy"
             _write_volume(data, frames, (len(frames), *headers[0][0]), dtype)
-            files = None
         else:
             data = self.root / series
             data.mkdir(exist_ok=True)
@@ -335,11 +385,14 @@ class SeriesWriter:
         layout = "volume" if same_shape else "frames"
         document: dict[str, Any] = {
             "series": series,
+            "format": self.format,
             "layout": layout,
+            "file": None if files else data.name,
             "shape": [len(frames), *headers[0][0]] if same_shape else None,
             "dtype": None if dtype is None else str(dtype),
             "files": files,
             "geometry": geometry,
+            "nifti": nifti,
             "image_ids": [f.image_id for f in frames],
             "frames": [
                 {
@@ -352,37 +405,76 @@ class SeriesWriter:
         }
         _atomic_write(manifest, json.dumps(document, indent=1).encode())
         shutil.rmtree(self.staging / series, ignore_errors=True)
-        return WrittenSeries(series, layout, len(frames), manifest, data)
+        return WrittenSeries(series, layout, len(frames), manifest, data, self.format)
+
+    @staticmethod
+    def _write_nifti(
+        path: Path,
+        frames: list[StagedFrame],
+        headers: list[tuple[tuple[int, ...], np.dtype[Any]]],
+        dtype: np.dtype[Any] | None,
+        geometry: dict[str, Any] | None,
+        unplaced: str | None,
+    ) -> dict[str, Any]:
+        """Write the series as one NIfTI file; its header, described for the manifest."""
+        from .nifti import nifti_layout, write_nifti
+
+        first = frames[0].image_id
+        if dtype is None:
+            sizes = sorted({"x".join(map(str, shape)) for shape, _ in headers})
+            raise MetadataError(
+                f"series {frames[0].series} has frames of several sizes ({', '.join(sizes)}): "
+                "not one NIfTI volume (--format npy writes them frame by frame)",
+                image_id=first,
+            )
+        if unplaced is not None:
+            raise MetadataError(
+                f"series {frames[0].series} is not one NIfTI volume: {unplaced}", image_id=first
+            )
+        modules = [f.sidecar.get("modules", {}) for f in frames]
+        try:
+            layout = nifti_layout(
+                modules,
+                lambda: _checked(frames, dtype),
+                headers[0][0],
+                dtype,
+                placed=geometry is not None,
+            )
+        except MetadataError as exc:
+            raise MetadataError(exc.message, image_id=exc.image_id or first) from None
+        write_nifti(path, _checked(frames, dtype), layout)
+        return layout.describe()
 
     @staticmethod
     def complete_ids_of(manifest: Path) -> list[str]:
         """The imageIds a manifest lists."""
-        try:
-            data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            return []
-        return [str(i) for i in data.get("image_ids", [])] if isinstance(data, dict) else []
+        data = _read_manifest(manifest)
+        return [str(i) for i in data["image_ids"]] if data else []
 
     @staticmethod
-    def _scan_order(frames: list[StagedFrame]) -> tuple[list[StagedFrame], dict[str, Any] | None]:
-        """Frames sorted along the scan axis, and the geometry (None if they do not form one).
+    def _scan_order(
+        frames: list[StagedFrame],
+    ) -> tuple[list[StagedFrame], dict[str, Any] | None, str | None]:
+        """Frames sorted along the scan axis, the geometry (None if they do not form
+        one), and why they do not where their plane metadata says they cannot (frames
+        without positions have no geometry and no problem: nothing places them).
 
-        Without usable plane metadata the fallback order (instance, frame number) stays;
-        the sort is stable, so frames at one position (a cine) keep it too.
+        Without a geometry the fallback order (instance, frame number) stays; the sort
+        is stable, so frames at one position (a cine) keep it too.
         """
         planes: dict[str, ImagePlaneModule] = {}
         for frame in frames:
             plane = frame.sidecar["modules"].get("imagePlaneModule")
             if not isinstance(plane, dict) or plane.get("image_position_patient") is None:
-                return frames, None
+                return frames, None, None
             try:
                 planes[frame.image_id] = ImagePlaneModule(**plane)
             except TypeError:
-                return frames, None
+                return frames, None, None
         try:
             geometry = slice_geometry(planes)
-        except MetadataError:
-            return frames, None
+        except MetadataError as exc:
+            return frames, None, exc.message
         by_id = {f.image_id: f for f in frames}
         described = {
             "origin": list(geometry.origin),
@@ -391,7 +483,19 @@ class SeriesWriter:
             "positions": list(geometry.positions),
             "regular": geometry.regular,
         }
-        return [by_id[i] for i in geometry.image_ids], described
+        ordered = [by_id[i] for i in geometry.image_ids]
+        gaps = np.diff(geometry.positions)
+        if len(gaps) and float(np.min(gaps)) < 1e-3:
+            stacked = int(np.sum(gaps < 1e-3)) + 1
+            return (
+                ordered,
+                described,
+                (
+                    f"{stacked} frames share a position along the scan axis (a time series or "
+                    "repeated slices?)"
+                ),
+            )
+        return ordered, described, None
 
     def remove_empty_staging(self) -> bool:
         """Remove the staging area if it holds no frames; returns whether it is gone.

@@ -174,7 +174,7 @@ async def test_a_successful_run_leaves_no_staging_area(tmp_path: Path) -> None:
     report = await run(tmp_path, ids("8.1", 3), scheme, registered=True)
     assert report.ok and [w.series for w in report.written] == ["8.1"]
     names = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.iterdir()))
-    assert names == ["8.1.json", "8.1.npy"]
+    assert names == ["8.1.json", "8.1.npy", "index.csv"]
     # A run that finds everything complete does not leave one either.
     again = await run(tmp_path, ids("8.1", 3), scheme, registered=True)
     assert again.skipped == 3 and not (tmp_path / ".staging").exists()

@@ -312,3 +312,37 @@ def test_stop_interrupts_prefetch_many_and_finishes_cleanly(client: Client, tmp_
     assert report.outcomes == {f"dicomfile:{CT}": "loaded"} and not report.failures
     # The loaded frame stays staged (an interrupted run keeps what a rerun resumes).
     assert len(list((tmp_path / ".staging").rglob("*.npy"))) == 1
+
+
+def test_prefetch_many_writes_nifti_equal_to_the_local_engine(
+    client: Client, orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    nibabel = pytest.importorskip("nibabel")
+    from tests.support.nifti_reference import make_ct_series
+
+    made = make_ct_series(tmp_path / "ct", "dask-nifti", slices=5)
+    for path in made.files[::-1]:
+        orthanc.upload(path)
+
+    async def local() -> tuple[list[str], PrefetchReport]:
+        async with ImageLoader(max_web_workers=1) as loader:
+            ids = await image_ids_for_series(
+                loader, orthanc.dicomweb_url, made.study_uid, made.series_uid
+            )
+            report = await prefetch(loader, ids, output=tmp_path / "local", format="nifti")
+        return ids, report
+
+    ids, here = asyncio.run(local())
+    there = prefetch_many(
+        ids, client=client, output=tmp_path / "dask", format="nifti", include_phi=True
+    )
+    assert here.ok and there.ok and [w.format for w in there.written] == ["nifti"]
+    name = f"{made.series_uid}.nii.gz"
+    mine = nibabel.load(tmp_path / "local" / name)
+    theirs = nibabel.load(tmp_path / "dask" / name)
+    np.testing.assert_array_equal(np.asarray(mine.dataobj), np.asarray(theirs.dataobj))
+    np.testing.assert_array_equal(mine.affine, theirs.affine)
+    rows = (tmp_path / "dask" / "index.csv").read_text().splitlines()
+    assert len(rows) == 2 and name in rows[1] and "PAT-0001" in rows[1]
+    assert "patient_id" in rows[0]
+    assert "PAT-0001" not in (tmp_path / "local" / "index.csv").read_text()

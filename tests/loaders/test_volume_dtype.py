@@ -594,8 +594,10 @@ async def test_prefetch_refuses_a_slice_that_does_not_fit_by_name(tmp_path: Path
     assert "float32 frame does not fit the int16 series" in str(error)
     assert "float32 values (-33792.." in str(error)
     # Nothing written, nothing half-written; the frames stay staged for a later run.
-    assert sorted(p.name for p in out.iterdir()) == [".staging"]
+    assert sorted(p.name for p in out.iterdir()) == [".staging", "index.csv"]
     assert len(list((out / ".staging").rglob("*.npy"))) == SLICES
+    # The index lists complete series only: none.
+    assert (out / "index.csv").read_text().count("\n") == 1
 
 
 def test_load_series_dask_refuses_a_slice_that_does_not_fit_by_name(tmp_path: Path) -> None:
