@@ -18,6 +18,7 @@ from imageloader import ImageLoader
 from imageloader.errors import MetadataError
 from imageloader.output import COLUMNS, PHI_COLUMNS, OutputConflictError, prefetch
 from tests.cli.test_cli_orthanc import run_cli
+from tests.corpus import CORNERSTONE
 from tests.support.nifti_reference import (
     ENHANCED_CT,
     assert_same_nifti,
@@ -129,6 +130,20 @@ async def test_enhanced_multiframe_instance_equals_dcm2niix(tmp_path: Path) -> N
     assert_same_nifti(report.written[0].data, dcm2niix(source, tmp_path / "reference"))
 
 
+async def test_rgb_image_is_rgb24_equal_to_dcm2niix(tmp_path: Path) -> None:
+    require_dcm2niix()
+    source = CORNERSTONE / "TestPattern_RGB.dcm"
+    report = await to_nifti([f"dicomfile:{source}"], tmp_path / "out")
+    assert report.ok
+    image = nibabel.load(report.written[0].data)
+    assert image.get_data_dtype().names == ("R", "G", "B") and image.shape == (640, 400, 1)
+    reference = dcm2niix(source, tmp_path / "reference")
+    mine = nibabel.as_closest_canonical(image)
+    theirs = nibabel.as_closest_canonical(reference)
+    np.testing.assert_array_equal(np.asarray(mine.dataobj), np.asarray(theirs.dataobj))
+    np.testing.assert_allclose(mine.affine, theirs.affine, rtol=0, atol=0.01)
+
+
 async def test_gantry_tilt_keeps_the_shear_in_the_sform(tmp_path: Path) -> None:
     # dcm2niix also writes a resampled "_Tilt_1" copy; we write the slices as
     # acquired, and the affine maps each voxel to where DICOM says it is.
@@ -232,3 +247,18 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="unknown output format 'nii'"):
         SeriesWriter(tmp_path, format="nii")
+
+
+async def test_a_rerun_skips_complete_nifti_series_and_keeps_the_index(tmp_path: Path) -> None:
+    made = make_ct_series(tmp_path / "dicom", "rerun", slices=3)
+    other = make_ct_series(tmp_path / "dicom2", "rerun-other", slices=2)
+    out = tmp_path / "out"
+    first = await to_nifti(ids_of(made.files), out)
+    written = (out / f"{made.series_uid}.nii.gz").stat().st_mtime_ns
+    # The second run finds the first series complete and adds the other one.
+    second = await to_nifti(ids_of([*made.files, *other.files]), out)
+    assert first.ok and second.ok and (second.skipped, second.loaded) == (3, 2)
+    assert (out / f"{made.series_uid}.nii.gz").stat().st_mtime_ns == written
+    assert sorted(r["series_instance_uid"] for r in index(out)) == sorted(
+        [made.series_uid, other.series_uid]
+    )
