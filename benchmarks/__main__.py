@@ -39,6 +39,7 @@ SECTIONS = (
     "cornerstone_codecs",
     "cornerstone_loader",
     "fastapi",
+    "dataset",
 )
 
 
@@ -91,6 +92,10 @@ def _runner(name: str, env: BenchEnv, log: Callable[[str], None], stamp: str) ->
         from .fastapi_path import run_fastapi
 
         return asyncio.run(run_fastapi(env, log))
+    if name == "dataset":
+        from .dataset import run_dataset
+
+        return asyncio.run(run_dataset(env, log))
     raise ValueError(name)
 
 
@@ -194,11 +199,13 @@ def _write(results: dict[str, Any], stamp: str, *, full: bool) -> None:
     from .fastapi_path import fastapi_report
     from .plots import make_plots
     from .report import render
+    from .report_details import dataset_report
 
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plots = make_plots(results, RESULTS, stamp)
     text = render(results, [p.name for p in plots])
     text = fastapi_report(text, results)  # section 10, before the errors and figures
+    text = dataset_report(text, results)  # section 11, after it
     (RESULTS / f"{stamp}.md").write_text(text)
     if full:
         latest = text
