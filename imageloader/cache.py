@@ -90,12 +90,17 @@ class ImageCache:
         entry = self._images.get(image_id)
         return entry[0] if entry is not None else None
 
-    def put_image(self, image: Image, *, size_in_bytes: int | None = None) -> None:
+    def put_image(
+        self, image: Image, *, size_in_bytes: int | None = None, key: str | None = None
+    ) -> None:
         """Add (or replace) an image, evicting least recently used ones to make room.
 
         ``size_in_bytes`` defaults to ``image.size_in_bytes``; images that are views
-        into a cached volume are put with 0.
+        into a cached volume are put with 0. ``key`` defaults to ``image.image_id``
+        (a decode level has its own: :func:`imageloader.levels.level_key`); events
+        carry the key.
         """
+        key = image.image_id if key is None else key
         size = image.size_in_bytes if size_in_bytes is None else size_in_bytes
         if size > self._max - self._volume_bytes:
             raise CacheFullError(
@@ -103,14 +108,14 @@ class ImageCache:
                 + (f" ({self._volume_bytes} held by volumes)" if self._volume_bytes else ""),
                 image_id=image.image_id,
             )
-        old = self._images.pop(image.image_id, None)
+        old = self._images.pop(key, None)
         if old is not None:
             self._image_bytes -= old[1]
         self._evict_until(size)
-        self._images[image.image_id] = (image, size)
+        self._images[key] = (image, size)
         self._image_bytes += size
         if old is None:
-            self._events.emit(ev.IMAGE_CACHE_IMAGE_ADDED, image.image_id, image=image)
+            self._events.emit(ev.IMAGE_CACHE_IMAGE_ADDED, key, image=image)
 
     def remove(self, image_id: str) -> bool:
         """Remove one image; returns whether it was cached."""

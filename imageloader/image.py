@@ -73,6 +73,9 @@ class Image:
     decode_time_ms: float = 0.0
     load_time_ms: float = 0.0
     transfer_syntax_uid: str | None = None
+    #: Cornerstone's decodeLevel: the pixels are at 1/2ⁿ of the frame's rows and
+    #: columns (0: full size); ``row/column_pixel_spacing`` are of these pixels.
+    decode_level: int = 0
 
     @classmethod
     def from_array(cls, image_id: str, array: npt.ArrayLike, **fields: Any) -> Image:

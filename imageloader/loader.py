@@ -10,6 +10,7 @@ with :class:`LoadOptions`; both importable from here too).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import logging
@@ -31,6 +32,7 @@ from .errors import (
 )
 from .image import Image
 from .inflight import Flight
+from .levels import at_level, check_level, level_key
 from .limits import Limits
 from .metadata import MetadataRegistry
 from .registry import ImageLoaderFunction, LoaderRegistry, split_scheme
@@ -294,9 +296,18 @@ class ImageLoader:
         priority: float = 0,
         prescale: bool | None = None,
         use_rgba: bool | None = None,
+        decode_level: int = 0,
     ) -> Image:
-        """Load an image without caching it (a cached or in-flight entry is reused)."""
-        return await self._load(image_id, request_type, priority, prescale, use_rgba, cache=False)
+        """Load an image without caching it (a cached or in-flight entry is reused).
+
+        ``decode_level`` ``n`` gives the frame at 1/2ⁿ of its rows and columns
+        (Cornerstone's ``decodeLevel``; :mod:`imageloader.decode.reduce`): a cached
+        image of that level, else one downsampled from the cached full-size image,
+        else decoded at that level.
+        """
+        return await self._load(
+            image_id, request_type, priority, prescale, use_rgba, cache=False, level=decode_level
+        )
 
     async def load_and_cache_image(
         self,
@@ -306,14 +317,20 @@ class ImageLoader:
         priority: float = 0,
         prescale: bool | None = None,
         use_rgba: bool | None = None,
+        decode_level: int = 0,
     ) -> Image:
         """Load an image and keep it in the cache.
 
         Options that differ from the loader's defaults (``prescale``, ``use_rgba``)
         give a different image, which is loaded but neither read from nor put in the
-        cache (the cache holds one image per imageId).
+        cache (the cache holds one image per imageId). Each ``decode_level`` is
+        cached under a key of its own, :func:`level_key` (``imageId#decodeLevel=n``),
+        within the same byte bound; a cached full-size image serves every level
+        without decoding.
         """
-        return await self._load(image_id, request_type, priority, prescale, use_rgba, cache=True)
+        return await self._load(
+            image_id, request_type, priority, prescale, use_rgba, cache=True, level=decode_level
+        )
 
     @overload
     async def load_and_cache_images(
@@ -323,6 +340,7 @@ class ImageLoader:
         request_type: RequestType | str = ...,
         priority: float = ...,
         return_exceptions: Literal[False] = ...,
+        decode_level: int = ...,
     ) -> list[Image]: ...
 
     @overload
@@ -333,6 +351,7 @@ class ImageLoader:
         request_type: RequestType | str = ...,
         priority: float = ...,
         return_exceptions: Literal[True],
+        decode_level: int = ...,
     ) -> list[Image | ImageLoaderError]: ...
 
     async def load_and_cache_images(
@@ -342,15 +361,18 @@ class ImageLoader:
         request_type: RequestType | str = RequestType.PREFETCH,
         priority: float = 0,
         return_exceptions: bool = False,
+        decode_level: int = 0,
     ) -> list[Image] | list[Image | ImageLoaderError]:
         """Load and cache many images; the list is in the order given.
 
         The first failure cancels the rest and is raised, unless
         ``return_exceptions`` puts each error in its image's place instead.
+        ``decode_level``: as for :meth:`load_and_cache_image`.
         """
         ids = list(image_ids)
         results: list[Image | ImageLoaderError | None] = [None] * len(ids)
-        async for index, result in self._run_many(ids, request_type, priority, return_exceptions):
+        many = self._run_many(ids, request_type, priority, return_exceptions, level=decode_level)
+        async for index, result in many:
             results[index] = result
         return results  # type: ignore[return-value]
 
@@ -362,15 +384,22 @@ class ImageLoader:
         priority: float = 0,
         cache: bool = True,
         return_exceptions: bool = False,
+        decode_level: int = 0,
     ) -> AsyncIterator[Image | ImageLoaderError]:
         """Yield images as each completes (not in order).
 
         The first failure cancels the rest and is raised, unless
         ``return_exceptions`` yields the error (which names its imageId) instead.
-        Leaving the loop early cancels the loads still running.
+        Leaving the loop early cancels the loads still running. ``decode_level``:
+        as for :meth:`load_and_cache_image`.
         """
         async for _, result in self._run_many(
-            list(image_ids), request_type, priority, return_exceptions, cache=cache
+            list(image_ids),
+            request_type,
+            priority,
+            return_exceptions,
+            cache=cache,
+            level=decode_level,
         ):
             yield result
 
@@ -382,7 +411,9 @@ class ImageLoader:
         return_exceptions: bool,
         *,
         cache: bool = True,
+        level: int = 0,
     ) -> AsyncIterator[tuple[int, Image | ImageLoaderError]]:
+        check_level(level)
         # A sliding window of tasks: enough to keep every slot busy, without one task
         # per imageId for a 100,000-image prefetch.
         window = max(2 * self.request_pool.capacity, 8)
@@ -395,7 +426,9 @@ class ImageLoader:
         def refill() -> None:
             nonlocal position
             while position < len(ids) and len(pending) < window:
-                coro = self._load(ids[position], request_type, priority, None, None, cache=cache)
+                coro = self._load(
+                    ids[position], request_type, priority, None, None, cache=cache, level=level
+                )
                 task = asyncio.ensure_future(coro)
                 task.add_done_callback(finished.put_nowait)
                 pending[task] = position
@@ -523,9 +556,11 @@ class ImageLoader:
         use_rgba: bool | None,
         *,
         cache: bool,
+        level: int = 0,
     ) -> Image:
         self._open()
         options = self.default_options
+        check_level(level)
         if (prescale is not None and prescale != options.prescale) or (
             use_rgba is not None and use_rgba != options.use_rgba
         ):
@@ -534,9 +569,19 @@ class ImageLoader:
                 use_rgba=options.use_rgba if use_rgba is None else use_rgba,
             )
         cacheable = options is self.default_options
-        if cacheable:
-            image = self.cache.get_image(image_id) if isinstance(image_id, str) else None
+        if level:
+            options = dataclasses.replace(options, decode_level=level)
+        if cacheable and isinstance(image_id, str):
+            image = self.cache.get_image(level_key(image_id, level))
             if image is not None:
+                return image
+            full = self.cache.get_image(image_id) if level else None
+            if full is not None:
+                # A lower level of a cached image: downsampled, not decoded again.
+                image = await asyncio.to_thread(at_level, full, level)
+                if cache:
+                    self._cache_put(image, level)
+                self.events.emit(ev.IMAGE_LOADED, image_id, image=image)
                 return image
         rtype = RequestType(request_type)
         key = (image_id, options)
@@ -571,6 +616,14 @@ class ImageLoader:
                     ) from None
                 raise LoadCancelledError("load was cancelled", image_id=image_id) from None
             raise
+
+    def _cache_put(self, image: Image, level: int) -> None:
+        try:
+            self.cache.put_image(image, key=level_key(image.image_id, level))
+        except CacheFullError as exc:
+            # The load succeeded: return the image uncached rather than fail it.
+            logger.warning("%s; returned uncached", exc)
+            self.events.emit(ev.IMAGE_CACHE_FULL, image.image_id, image=image, error=exc)
 
     def _settled(self, key: tuple[str, LoadOptions], load: _Load, _: asyncio.Task[Image]) -> None:
         # Also reached by a task cancelled before it ever ran (its finally never runs).
@@ -617,12 +670,7 @@ class ImageLoader:
                 ) from exc
             image.load_time_ms = (time.perf_counter() - started) * 1000.0
             if load.cache:
-                try:
-                    self.cache.put_image(image)
-                except CacheFullError as exc:
-                    # The load succeeded: return the image uncached rather than fail it.
-                    logger.warning("%s; returned uncached", exc)
-                    self.events.emit(ev.IMAGE_CACHE_FULL, image_id, image=image, error=exc)
+                self._cache_put(image, key[1].decode_level)
             self.events.emit(ev.IMAGE_LOADED, image_id, image=image)
             return image
         except ImageLoaderError as exc:

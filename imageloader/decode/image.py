@@ -58,6 +58,10 @@ def create_image(
     row_spacing = column_spacing = None
     if isinstance(plane, ImagePlaneModule):
         row_spacing, column_spacing = plane.row_pixel_spacing, plane.column_pixel_spacing
+        if decoded.decode_level and plane.rows and plane.columns:
+            # Fewer, larger pixels: spacing grows by the reduction along each axis.
+            row_spacing = (row_spacing or 1.0) * plane.rows / decoded.pixels.shape[0]
+            column_spacing = (column_spacing or 1.0) * plane.columns / decoded.pixels.shape[1]
 
     source_photometric = photometric_interpretation or decoded.photometric_interpretation
     return Image.from_array(
@@ -78,4 +82,5 @@ def create_image(
         prescale=decoded.prescale,
         decode_time_ms=decoded.decode_ms,
         transfer_syntax_uid=transfer_syntax_uid,
+        decode_level=decoded.decode_level,
     )

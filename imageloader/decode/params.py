@@ -77,12 +77,15 @@ class DecodeOptions:
     """Per-load choices that change the pixels (also ``imageloader.LoadOptions``).
 
     ``prescale``: apply the modality LUT (Cornerstone's ``preScale.enabled``).
-    ``use_rgba``: colour images as RGBA instead of RGB. A load's options are part of
-    its in-flight key and go to the decode worker as they are.
+    ``use_rgba``: colour images as RGBA instead of RGB. ``decode_level``: the frame
+    at 1/2ⁿ of its rows and columns (Cornerstone's ``decodeLevel``; see
+    :mod:`imageloader.decode.reduce`). A load's options are part of its in-flight
+    key and go to the decode worker as they are.
     """
 
     prescale: bool = True
     use_rgba: bool = False
+    decode_level: int = 0
 
 
 @dataclass(slots=True)
@@ -103,3 +106,5 @@ class DecodedFrame:
     prescale: PreScale
     decode_ms: float
     codec: str
+    #: The decode level the pixels are at (0: full size).
+    decode_level: int = 0

@@ -32,7 +32,7 @@ from ..errors import (
 )
 from ..image import PreScale
 from ..limits import DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_PIXELS
-from . import color, pixels
+from . import color, pixels, reduce
 from .codecs import CONTROL_FLOW, CodecOutput, CodecRegistry, shared_registry
 from .params import DecodedFrame, DecodeOptions, PixelParams
 from .syntaxes import (
@@ -87,8 +87,9 @@ def decode_frame(
     if syntax is None:
         raise UnsupportedTransferSyntaxError(params.transfer_syntax_uid, image_id=image_id)
     limits = (max_frame_pixels, max_frame_bytes)
+    level = options.decode_level
     try:
-        decoded, codec = _decode(data, params, syntax, registry, limits, image_id)
+        decoded, codec = _decode(data, params, syntax, registry, limits, image_id, level)
         frame = _to_contract(decoded, params, options)
     except (ImageLoaderError, *CONTROL_FLOW):
         raise
@@ -97,6 +98,12 @@ def decode_frame(
             f"could not decode the frame: {type(exc).__name__}: {exc}", image_id=image_id
         ) from exc
     pixels_out, lo, hi, prescale = frame
+    if level:
+        target = reduce.reduced_shape(params.rows, params.columns, level)
+        if pixels_out.shape[:2] != target:
+            pixels_out = reduce.downsample(pixels_out, *target)
+            codec += "+downsample"
+            lo, hi = float(pixels_out.min()), float(pixels_out.max())
     return DecodedFrame(
         pixels=pixels_out,
         min_value=lo,
@@ -106,6 +113,7 @@ def decode_frame(
         prescale=prescale,
         decode_ms=(time.perf_counter() - start) * 1000.0,
         codec=codec,
+        decode_level=level,
     )
 
 
@@ -180,8 +188,10 @@ def _decode(
     registry: CodecRegistry | None,
     limits: tuple[int, int],
     image_id: str | None,
+    level: int = 0,
 ) -> tuple[CodecOutput, str]:
-    """The frame's samples, ``(rows, columns[, samples])``, and the name of the decoder."""
+    """The frame's samples, ``(rows, columns[, samples])`` (smaller where a codec
+    reduced them towards decode ``level``), and the name of the decoder."""
     family = syntax.family
     if family is Family.NATIVE:
         expected = pixels.native_length(params)
@@ -207,7 +217,39 @@ def _decode(
         raise DecodeError(
             f"truncated {family.value} codestream: no end marker (FF D9)", image_id=image_id
         )
+    if level:
+        reduced = _reduced(family, data, params, info, level)
+        if reduced is not None:
+            return reduced
     return (registry or shared_registry()).decode(family, data, params, info, image_id)
+
+
+def _reduced(
+    family: Family,
+    data: bytes | bytearray | memoryview,
+    params: PixelParams,
+    info: CodestreamInfo | None,
+    level: int,
+) -> tuple[CodecOutput, str] | None:
+    """The codec's own reduction (see :mod:`.reduce`), or None: decode in full instead
+    (also when the reduction fails or gives a shape that is not on the way down)."""
+    try:
+        reduced = reduce.reduced_decode(family, data, params, info, level)
+    except CONTROL_FLOW:
+        raise
+    except BaseException:  # a reduction that fails is not the frame's failure
+        return None
+    if reduced is None:
+        return None
+    out, name = reduced
+    samples = out.pixels
+    if samples.ndim == 3 and samples.shape[2] == 1:
+        samples = samples[:, :, 0]
+    on_the_way = {reduce.reduced_shape(params.rows, params.columns, k) for k in range(level + 1)}
+    components = 1 if samples.ndim == 2 else samples.shape[2]
+    if samples.shape[:2] not in on_the_way or components != params.samples_per_pixel:
+        return None
+    return CodecOutput(samples, out.photometric, out.precision), name
 
 
 def _native(

@@ -149,6 +149,7 @@ def test_worker_imports_stay_light() -> None:
         "imageloader.decode.color",
         "imageloader.decode.params",
         "imageloader.decode.pixels",
+        "imageloader.decode.reduce",  # decode levels: numpy, and codecs imported on use
         "imageloader.decode.syntaxes",
         "imageloader.decode.worker",
         "imageloader.errors",
