@@ -14,12 +14,20 @@ import dataclasses
 from .decode.reduce import MAX_DECODE_LEVEL, check_level, downsample, reduced_shape
 from .image import Image
 
-__all__ = ["MAX_DECODE_LEVEL", "at_level", "check_level", "level_key"]
+__all__ = ["MAX_DECODE_LEVEL", "at_level", "check_level", "image_id_of", "level_key"]
+
+_SEPARATOR = "#decodeLevel="
 
 
 def level_key(image_id: str, level: int) -> str:
     """The image cache's key for ``image_id`` at decode ``level``."""
-    return image_id if not level else f"{image_id}#decodeLevel={level}"
+    return image_id if not level else f"{image_id}{_SEPARATOR}{level}"
+
+
+def image_id_of(key: str) -> str:
+    """The imageId of an image cache key (:func:`level_key`'s inverse)."""
+    image_id, separator, level = key.rpartition(_SEPARATOR)
+    return image_id if separator and level.isdigit() else key
 
 
 def at_level(image: Image, level: int) -> Image:

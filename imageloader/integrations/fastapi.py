@@ -102,9 +102,11 @@ from ..errors import (
 )
 from ..image import Image
 from ..imageid import split_scheme
+from ..levels import MAX_DECODE_LEVEL, image_id_of, level_key
 from ..loader import ImageLoader
 from ..metadata import MODULE_TYPES, module_to_json
 from ..render import png_encoder, render_png
+from ..request_pool import RequestType
 
 __all__ = [
     "DEFAULT_RENDER_CACHE_BYTES",
@@ -306,8 +308,9 @@ async def load_image(request: Request, image_id: str, **options: Any) -> Image:
     Raises :class:`ClientDisconnectedError` then (answered 499, which nobody reads).
     """
     loader = get_loader(request)
-    if options.keys() <= {"request_type", "priority"} and isinstance(image_id, str):
-        cached = loader.cache.get_image(image_id)  # what load_and_cache_image returns first
+    if options.keys() <= {"request_type", "priority", "decode_level"} and isinstance(image_id, str):
+        # What load_and_cache_image returns first.
+        cached = loader.cache.get_image(level_key(image_id, options.get("decode_level", 0)))
         if cached is not None:
             return cached
     load = asyncio.ensure_future(loader.load_and_cache_image(image_id, **options))
@@ -506,7 +509,7 @@ class RenderCache:
         key, rendering = flight[0], future.result()
         if rendering.immutable:
             self._put(key, rendering, None)
-        elif self.loader.cache.peek(key.image_id) is image:
+        elif self.loader.cache.peek(level_key(key.image_id, image.decode_level)) is image:
             # Kept while its image is cached (whose removal drops it), else not at all.
             self._put(key, rendering, weakref.ref(image.pixel_data))
 
@@ -543,7 +546,8 @@ class RenderCache:
     def _image_removed(self, event: ev.Event) -> None:
         if event.image_id is None:
             return
-        for key in tuple(self._mutable.get(event.image_id, ())):
+        # The event names the cache key; renders are by imageId, whatever the level.
+        for key in tuple(self._mutable.get(image_id_of(event.image_id), ())):
             self._discard(key)
 
     def clear(self) -> None:
@@ -574,9 +578,39 @@ def get_renders(request: Request) -> RenderCache:
     return renders
 
 
+async def covering_level(
+    loader: ImageLoader,
+    image_id: str,
+    size: int | None,
+    request_type: RequestType | str = RequestType.INTERACTION,
+) -> int:
+    """The decode level whose frame still covers ``size`` pixels along its longest
+    edge (0 without a size, or when the frame's size cannot be known first).
+
+    The frame's rows and columns come from its metadata: registered already, or
+    read with :meth:`~imageloader.ImageLoader.load_metadata` (for ``wadors:`` the
+    request a load makes first; for ``dicomfile:`` the file's header, parsed once
+    for the load too).
+    """
+    if size is None:
+        return 0
+    pixel = loader.metadata.get("imagePixelModule", image_id)
+    if pixel is None:
+        await loader.load_metadata([image_id], request_type=request_type)
+        pixel = loader.metadata.get("imagePixelModule", image_id)
+    if pixel is None:
+        return 0
+    longest = max(int(pixel.rows), int(pixel.columns))
+    level = 0
+    while level < MAX_DECODE_LEVEL and -(-longest // (2 << level)) >= size:
+        level += 1
+    return level
+
+
 def image_router(
     *,
     request_type: str = "interaction",
+    thumbnail_size: int = 128,
     immutable: Callable[[str], bool] = content_is_immutable,
     immutable_cache_control: str = IMMUTABLE_CACHE_CONTROL,
     revalidate_cache_control: str = REVALIDATE_CACHE_CONTROL,
@@ -588,7 +622,17 @@ def image_router(
     ``immutable_cache_control``); the others are answered with
     ``revalidate_cache_control``. Errors become JSON responses once the app has
     :func:`add_error_handlers`.
+
+    ``size`` (the longest edge, in pixels) loads the frame at the decode level that
+    still covers it (:func:`covering_level`: a 512² JPEG 2000 frame asked for at
+    128 is decoded at 128², not decoded in full and shrunk), then fits it. A router
+    of ``request_type="thumbnail"`` serves thumbnails: a request without ``size``
+    gets ``thumbnail_size``.
     """
+    if RequestType(request_type) is RequestType.THUMBNAIL:
+        default_size: int | None = thumbnail_size
+    else:
+        default_size = None
     router = APIRouter()
 
     @router.get(
@@ -607,10 +651,16 @@ def image_router(
         size: Annotated[int | None, Query(ge=1, le=4096)] = None,
     ) -> Response:
         renders = get_renders(request)
+        size = default_size if size is None else size
         key = RenderKey(image_id, window_center, window_width, size)
         rendering = renders.get(key)  # immutable content only: no load at all
         if rendering is None:
-            image = await load_image(request, image_id, request_type=request_type)
+            loader = get_loader(request)
+            loader.access.check_scheme(image_id)
+            level = await covering_level(loader, image_id, size, request_type)
+            image = await load_image(
+                request, image_id, request_type=request_type, decode_level=level
+            )
             rendering = await renders.render(key, image, immutable=immutable(image_id))
         headers = {
             "ETag": rendering.etag,

@@ -39,11 +39,14 @@ from imageloader.integrations.fastapi import (
     RenderCache,
     add_error_handlers,
     content_is_immutable,
+    covering_level,
     etag_matches,
     image_router,
     imageloader_lifespan,
     render_png,
 )
+from imageloader.levels import level_key
+from tests.corpus import CORNERSTONE
 from tests.integrations.servers import SAMPLES, Origin, UvicornThread, run_origin
 from tests.processes import worker_children
 from tests.support.orthanc import OrthancServer
@@ -113,9 +116,12 @@ def png_array(body: bytes) -> np.ndarray:
 
 
 async def local_png(path: Path, **options: Any) -> np.ndarray:
-    """What the route should send for a local file, rendered here."""
+    """What the route should send for a local file, rendered here (at the decode
+    level that covers ``size``, as the route loads it)."""
     async with ImageLoader(max_web_workers=0) as loader:
-        image = await loader.load_image(f"dicomfile:{path}")
+        image_id = f"dicomfile:{path}"
+        level = await covering_level(loader, image_id, options.get("size"))
+        image = await loader.load_image(image_id, decode_level=level)
     return png_array(render_png(image, **options))
 
 
@@ -529,3 +535,46 @@ def test_windowing_by_table_gives_the_arithmetic_bytes(dtype: str, stored: bool)
     assert np.array_equal(
         png_array(render_png(image, size=100)), to_display(image)[::3, ::3][:100, :100]
     )
+
+
+J2K_CT = CORNERSTONE / "CTImage.dcm_JPEG2000LosslessOnlyTransferSyntax_1.2.840.10008.1.2.4.90.dcm"
+
+
+async def test_size_decodes_at_the_level_that_covers_it(origin: Origin) -> None:
+    pytest.importorskip("glymur")
+    app = make_app(origin, root=CORNERSTONE)
+    image_id = f"dicomfile:{J2K_CT}"
+    async with serve(app) as client:
+        small = await client.get(image_path(image_id), params={"size": 128})
+        assert small.status_code == 200
+        loader = loader_of(app)
+        # 512² asked for at 128: decoded at level 2 (128²), not in full and shrunk.
+        cached = loader.cache.get_image(level_key(image_id, 2))
+        assert cached is not None and cached.rows == 128 and image_id not in loader.cache
+        assert png_array(small.content).shape == (128, 128)
+        # 100 is covered by level 2 too (128 >= 100; level 3's 64 is not): fitted after.
+        hundred = await client.get(image_path(image_id), params={"size": 100})
+        assert png_array(hundred.content).shape == (100, 100)
+        assert len(loader.cache) == 1
+        # 300 needs level 0 (256 < 300).
+        await client.get(image_path(image_id), params={"size": 300})
+        assert image_id in loader.cache
+        levels = [await covering_level(loader, image_id, n) for n in (None, 512, 256, 255, 16, 1)]
+        assert levels == [0, 0, 1, 1, 5, 5]
+
+
+async def test_a_thumbnail_router_defaults_to_its_size(origin: Origin) -> None:
+    access = AccessPolicy(schemes={"dicomfile"}, roots=[CORNERSTONE])
+    app = FastAPI(lifespan=imageloader_lifespan(access=access, max_web_workers=0))
+    app.include_router(image_router(request_type="thumbnail", thumbnail_size=64), prefix="/thumbs")
+    add_error_handlers(app)
+    jpeg_ls = CORNERSTONE / "CTImage.dcm_JPEGLSLosslessTransferSyntax_1.2.840.10008.1.2.4.80.dcm"
+    image_id = f"dicomfile:{jpeg_ls}"
+    async with serve(app) as client:
+        response = await client.get("/thumbs" + image_path(image_id))
+        assert response.status_code == 200, response.text
+        assert png_array(response.content).shape == (64, 64)
+        assert loader_of(app).cache.get_image(level_key(image_id, 3)) is not None
+        # An explicit size still wins.
+        bigger = await client.get("/thumbs" + image_path(image_id), params={"size": 200})
+        assert png_array(bigger.content).shape == (200, 200)
