@@ -151,6 +151,7 @@ class LoaderServices(Protocol):
         priority: float = ...,
         cache: bool = ...,
         return_exceptions: bool = ...,
+        decode_level: int = ...,
     ) -> AsyncIterator[Image | ImageLoaderError]:
         """Yield images as each completes (not in order)."""
         ...

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .dicom.memoryfiles import MemoryFiles
     from .http import HttpClient, HttpOptions
     from .security import AccessPolicy
-    from .volume import Volume
+    from .volume import Volume, VolumeStage
 
 __all__ = ["ImageLoader", "LoadContext", "LoadOptions"]
 
@@ -507,12 +507,15 @@ class ImageLoader:
         request_type: RequestType | str = RequestType.PREFETCH,
         priority: float = 0,
         dtype: npt.DTypeLike | None = None,
+        stages: str | Sequence[VolumeStage] | None = None,
     ) -> Volume:
         """Allocate and cache a volume at once; its slices stream in (see :mod:`.volume`).
 
         The volume has the dtype its slices decode to (int16 for a CT, float32 where
         the modality LUT has fractions), from their metadata; ``dtype`` asks for
-        another, into which a slice is copied only if its values fit.
+        another, into which a slice is copied only if its values fit. ``stages``
+        (``"interleaved"``, or :class:`~imageloader.volume.VolumeStage` s) loads the
+        slices in stages, as Cornerstone's progressive retrieve.
         """
         from .volume import create_and_cache_volume
 
@@ -524,6 +527,7 @@ class ImageLoader:
             request_type=request_type,
             priority=priority,
             dtype=dtype,
+            stages=stages,
         )
 
     def cancel_load_image(self, image_id: str) -> bool:

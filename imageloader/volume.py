@@ -10,6 +10,20 @@ Events, as Cornerstone's: ``VOLUME_LOADED`` (``volume``) when the volume is made
 and cached, ``IMAGE_LOAD_PROGRESS`` per slice, ``IMAGE_VOLUME_LOADING_COMPLETED``
 (counts, ``volume``) once every slice has loaded or failed; none after a cancel.
 
+**Stages** (``stages=``), as Cornerstone's progressive (interleaved) retrieve: the
+slices load stage after stage, each stage's loads all in flight together, and
+``IMAGE_RETRIEVAL_STAGE`` (``stage_id``, counts, durations) when a stage is done.
+``"interleaved"`` is :data:`INTERLEAVED`: every fourth slice first (from the
+third), so the whole extent is there at a quarter of the slices, then the slices
+between them, then the rest. A :class:`VolumeStage` names its slices by
+``positions`` (indices in scan order; negative from the end; a float in [0, 1) a
+fraction of the way, 0.5 the middle) or by ``decimate``/``offset`` (every
+``decimate``-th slice from ``offset``), with its own ``request_type`` and
+``decode_level``. A slice loaded at a decode level is placed enlarged (each pixel
+repeated), is *provisional* (``volume.provisional``) and does not count as loaded;
+any slice no stage loaded at full size loads in a last stage, ``"final"``, so
+``volume.loaded()`` still means every slice at full size.
+
 A volume's slices are not stored twice: each loaded frame's Image is cached as a
 view into the volume array with size 0, so the volume's bytes count once in the
 cache; image pressure never evicts a volume (``cache.remove_volume`` frees it).
@@ -55,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -72,7 +87,53 @@ from .request_pool import RequestType
 if TYPE_CHECKING:
     from .context import LoaderServices
 
-__all__ = ["DTYPE_MODULES", "Volume", "cast_problem", "create_and_cache_volume", "volume_dtype"]
+__all__ = [
+    "DTYPE_MODULES",
+    "INTERLEAVED",
+    "Volume",
+    "VolumeStage",
+    "cast_problem",
+    "create_and_cache_volume",
+    "volume_dtype",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeStage:
+    """One retrieve stage of a volume (Cornerstone's ``IRetrieveConfiguration`` stage)."""
+
+    id: str
+    #: Slices by index in scan order (negative: from the end) or fraction (0.5: middle).
+    positions: tuple[int | float, ...] = ()
+    #: Or every ``decimate``-th slice from ``offset`` (decimate 0: by positions only).
+    decimate: int = 0
+    offset: int = 0
+    #: The stage's request type (None: the volume's).
+    request_type: RequestType | str | None = None
+    #: The slices at 1/2ⁿ of their size, placed enlarged, provisional until loaded in full.
+    decode_level: int = 0
+
+    def indices(self, count: int) -> list[int]:
+        """The slice indices this stage names, in order, once each, within ``count``."""
+        chosen: list[int] = []
+        for position in self.positions:
+            if isinstance(position, float) and 0.0 <= position < 1.0:
+                index = int(position * count)
+            else:
+                index = int(position) + (count if position < 0 else 0)
+            if 0 <= index < count:
+                chosen.append(index)
+        if self.decimate > 0:
+            chosen.extend(range(self.offset, count, self.decimate))
+        return list(dict.fromkeys(chosen))
+
+
+#: Every fourth slice first (from the third, as Cornerstone's interleaved retrieve
+#: starts), then the second of every four, then the rest (the final stage).
+INTERLEAVED = (
+    VolumeStage("quarter", decimate=4, offset=3),
+    VolumeStage("half", decimate=4, offset=1),
+)
 
 
 #: The modules :func:`volume_dtype` reads (as pixel_params_from_modules does): what
@@ -190,6 +251,10 @@ class Volume:
         self.data = data
         self.loaded_count = 0
         self.failures: dict[str, ImageLoaderError] = {}
+        #: Slice indices placed from a decode level, not yet loaded at full size.
+        self.provisional: set[int] = set()
+        #: Slice indices loaded at full size.
+        self.loaded_slices: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self.load_time_ms = 0.0
 
@@ -255,6 +320,7 @@ async def create_and_cache_volume(
     request_type: RequestType | str = RequestType.PREFETCH,
     priority: float = 0,
     dtype: npt.DTypeLike | None = None,
+    stages: str | Sequence[VolumeStage] | None = None,
 ) -> Volume:
     """Allocate and cache a volume for ``image_ids``, and start streaming its slices.
 
@@ -267,6 +333,7 @@ async def create_and_cache_volume(
     an integer one for floating data.
     """
     wanted = None if dtype is None else _requested_dtype(dtype, volume_id)
+    plan = _stages(stages, volume_id)
     if not image_ids:
         raise MetadataError("a volume needs at least one image", image_id=volume_id)
     await loader.load_metadata(image_ids)
@@ -301,7 +368,7 @@ async def create_and_cache_volume(
     volume = Volume(volume_id, geometry, np.zeros(shape, array_dtype))
     loader.cache.put_volume(volume)
     volume._task = asyncio.ensure_future(
-        _stream(loader, volume, RequestType(request_type), priority)
+        _stream(loader, volume, RequestType(request_type), priority, plan)
     )
     # Stop streaming if the loader closes first; forget that once streaming is done.
     forget = loader.add_closer(volume.cancel_loading)
@@ -312,34 +379,46 @@ async def create_and_cache_volume(
     return volume
 
 
+def _stages(stages: str | Sequence[VolumeStage] | None, volume_id: str) -> tuple[VolumeStage, ...]:
+    """The stages asked for, checked (ValueError for an unknown name or a bad stage)."""
+    from .levels import check_level
+
+    if stages is None:
+        return ()
+    if isinstance(stages, str):
+        if stages != "interleaved":
+            raise ValueError(f"volume {volume_id!r}: unknown stages {stages!r} (interleaved)")
+        return INTERLEAVED
+    chosen = tuple(stages)
+    for stage in chosen:
+        if not isinstance(stage, VolumeStage):
+            raise ValueError(f"volume {volume_id!r}: a stage must be a VolumeStage: {stage!r}")
+        check_level(stage.decode_level)
+        if stage.decimate < 0 or stage.offset < 0:
+            raise ValueError(f"volume {volume_id!r}: stage {stage.id!r}: negative decimate/offset")
+    return chosen
+
+
 async def _stream(
-    loader: LoaderServices, volume: Volume, request_type: RequestType, priority: float
+    loader: LoaderServices,
+    volume: Volume,
+    request_type: RequestType,
+    priority: float,
+    stages: tuple[VolumeStage, ...] = (),
 ) -> None:
     started = time.perf_counter()
-    index = {image_id: k for k, image_id in enumerate(volume.image_ids)}
-    total = len(volume.image_ids)
+    count = len(volume.image_ids)
     try:
-        async for result in loader.iter_images(
-            volume.image_ids,
-            request_type=request_type,
-            priority=priority,
-            cache=False,
-            return_exceptions=True,
-        ):
-            if isinstance(result, ImageLoaderError):
-                volume.failures[result.image_id or "?"] = result
-                continue
-            if not _place(loader, volume, index[result.image_id], result):
-                continue  # recorded in volume.failures
-            volume.loaded_count += 1
-            loader.events.emit(
-                ev.IMAGE_LOAD_PROGRESS,
-                volume.volume_id,
-                slice_image_id=result.image_id,
-                loaded=volume.loaded_count,
-                failed=len(volume.failures),
-                total=total,
-            )
+        full: set[int] = set()  # loaded (or failed) at full size, or being
+        for stage in stages:
+            indices = [k for k in stage.indices(count) if k not in full]
+            if not stage.decode_level:
+                full.update(indices)
+            rtype = RequestType(stage.request_type or request_type)
+            await _run_stage(loader, volume, stage, indices, rtype, priority, started)
+        rest = [k for k in range(count) if k not in full]
+        final = VolumeStage("final") if stages else None
+        await _run_stage(loader, volume, final, rest, request_type, priority, started)
     finally:
         volume.load_time_ms = (time.perf_counter() - started) * 1000
     # Every slice loaded or failed (not when cancelled), as Cornerstone fires it.
@@ -348,9 +427,83 @@ async def _stream(
         volume.volume_id,
         loaded=volume.loaded_count,
         failed=len(volume.failures),
-        total=total,
+        total=count,
         volume=volume,
     )
+
+
+async def _run_stage(
+    loader: LoaderServices,
+    volume: Volume,
+    stage: VolumeStage | None,
+    indices: list[int],
+    request_type: RequestType,
+    priority: float,
+    started: float,
+) -> None:
+    """Load the slices at ``indices`` (one stage; None: the volume without stages)."""
+    stage_started = time.perf_counter()
+    level = stage.decode_level if stage is not None else 0
+    index = {volume.image_ids[k]: k for k in indices}
+    failures = 0
+    async for result in loader.iter_images(
+        list(index),
+        request_type=request_type,
+        priority=priority,
+        cache=False,
+        return_exceptions=True,
+        decode_level=level,
+    ):
+        if isinstance(result, ImageLoaderError):
+            failures += 1
+            if not level:
+                volume.failures[result.image_id or "?"] = result
+            continue
+        k = index[result.image_id]
+        if level:
+            # Never over a slice already there at full size (a later stage's load).
+            if k not in volume.loaded_slices and _place_enlarged(volume, k, result):
+                volume.provisional.add(k)
+            continue
+        if not _place(loader, volume, k, result):
+            failures += 1
+            continue  # recorded in volume.failures
+        volume.provisional.discard(k)
+        volume.loaded_count += 1
+        loader.events.emit(
+            ev.IMAGE_LOAD_PROGRESS,
+            volume.volume_id,
+            slice_image_id=result.image_id,
+            loaded=volume.loaded_count,
+            failed=len(volume.failures),
+            total=len(volume.image_ids),
+        )
+    if stage is not None:
+        now = time.perf_counter()
+        loader.events.emit(
+            ev.IMAGE_RETRIEVAL_STAGE,
+            volume.volume_id,
+            stage_id=stage.id,
+            number_of_images=len(indices),
+            number_of_failures=failures,
+            stage_duration_ms=(now - stage_started) * 1000,
+            start_duration_ms=(now - started) * 1000,
+            volume=volume,
+        )
+
+
+def _place_enlarged(volume: Volume, k: int, image: Image) -> bool:
+    """A decode level's slice, each pixel repeated to the volume's size; False if it
+    does not fit (the full-size load then decides)."""
+    target = volume.data[k]
+    pixels = image.pixel_data
+    step = 1 << image.decode_level
+    enlarged = np.repeat(np.repeat(pixels, step, axis=0), step, axis=1)
+    enlarged = enlarged[: target.shape[0], : target.shape[1]]
+    if enlarged.shape != target.shape or cast_problem(enlarged, target.dtype) is not None:
+        return False
+    target[...] = enlarged
+    return True
 
 
 def _place(loader: LoaderServices, volume: Volume, k: int, image: Image) -> bool:
@@ -373,6 +526,7 @@ def _place(loader: LoaderServices, volume: Volume, k: int, image: Image) -> bool
         )
         return False
     target[...] = pixels
+    volume.loaded_slices.add(k)
     # The cached image is a view into the volume: its bytes count once, there. Only
     # in its own dtype: a load of it must give what a fresh decode gives.
     if pixels.dtype == target.dtype and loader.cache.get_volume(volume.volume_id) is volume:
