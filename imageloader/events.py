@@ -29,6 +29,7 @@ __all__ = [
     "IMAGE_LOADED",
     "IMAGE_LOAD_FAILED",
     "IMAGE_LOAD_PROGRESS",
+    "IMAGE_LOAD_STAGE",
     "IMAGE_RETRIEVAL_STAGE",
     "IMAGE_VOLUME_LOADING_COMPLETED",
     "VOLUME_CACHE_VOLUME_ADDED",
@@ -48,6 +49,9 @@ IMAGE_CACHE_IMAGE_REMOVED = "IMAGE_CACHE_IMAGE_REMOVED"
 IMAGE_CACHE_FULL = "IMAGE_CACHE_FULL"
 VOLUME_LOADED = "VOLUME_LOADED"
 IMAGE_VOLUME_LOADING_COMPLETED = "IMAGE_VOLUME_LOADING_COMPLETED"
+#: An image of a frame still arriving (``iter_image_stages``): detail ``image``,
+#: ``decode_level``, ``bytes_received``. The complete frame is IMAGE_LOADED.
+IMAGE_LOAD_STAGE = "IMAGE_LOAD_STAGE"
 #: A volume's retrieve stage finished (Cornerstone's IMAGE_RETRIEVAL_STAGE): detail
 #: ``stage_id``, ``number_of_images``, ``number_of_failures``, ``stage_duration_ms``,
 #: ``start_duration_ms`` and ``volume``.

@@ -403,6 +403,29 @@ class ImageLoader:
         ):
             yield result
 
+    def iter_image_stages(
+        self,
+        image_id: str,
+        *,
+        request_type: RequestType | str = RequestType.INTERACTION,
+        priority: float = 0,
+        levels: Sequence[int] = (2,),
+        range_bytes: int | None = None,
+    ) -> AsyncIterator[Image]:
+        """Successively better Images of one frame as its bytes arrive; the last is the
+        full frame, cached (see :mod:`imageloader.progressive`)."""
+        from .progressive import iter_image_stages
+
+        self._open()
+        return iter_image_stages(
+            self,
+            image_id,
+            request_type=request_type,
+            priority=priority,
+            levels=levels,
+            range_bytes=range_bytes,
+        )
+
     async def _run_many(
         self,
         ids: Sequence[str],

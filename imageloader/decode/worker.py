@@ -49,7 +49,13 @@ from .syntaxes import (
     sniff,
 )
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_FRAME_PIXELS", "decode_frame", "frame_bytes"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_FRAME_PIXELS",
+    "decode_frame",
+    "decode_partial",
+    "frame_bytes",
+]
 
 
 _DEFAULT_OPTIONS = DecodeOptions()
@@ -113,6 +119,61 @@ def decode_frame(
         prescale=prescale,
         decode_ms=(time.perf_counter() - start) * 1000.0,
         codec=codec,
+        decode_level=level,
+    )
+
+
+def decode_partial(
+    data: bytes | bytearray | memoryview,
+    params: PixelParams,
+    level: int,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
+    image_id: str | None = None,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> DecodedFrame:
+    """The first part of an HTJ2K codestream (a frame still arriving) at decode ``level``.
+
+    OpenJPH decodes the resolutions it needs from a codestream cut short, once the
+    bytes of those resolutions are in (RPCL order puts them first; measured on the
+    corpus CT, 512² lossless: 128² from the first 5%, 256² from the first 10%).
+    Raises DecodeError while too little has arrived (try again with more), and for
+    any other syntax: there, no installed binding decodes a truncated codestream.
+    """
+    start = time.perf_counter()
+    _check_params(params, options, max_frame_pixels, max_frame_bytes, image_id)
+    syntax = SYNTAXES.get(params.transfer_syntax_uid)
+    if syntax is None or syntax.family is not Family.HTJ2K or not level:
+        raise DecodeError("only an HTJ2K frame decodes before it is complete", image_id=image_id)
+    info = read_header(data, Family.HTJ2K)
+    if info is None:
+        raise DecodeError("the codestream's main header has not arrived", image_id=image_id)
+    _check_header(info, data, params, (max_frame_pixels, max_frame_bytes), image_id)
+    try:
+        reduced = reduce.reduced_decode(Family.HTJ2K, data, params, info, level)
+        if reduced is None:
+            raise DecodeError("no HTJ2K decoder with reduction installed", image_id=image_id)
+        decoded, codec = reduced
+        pixels_out, lo, hi, prescale = _to_contract(decoded, params, options)
+    except (ImageLoaderError, *CONTROL_FLOW):
+        raise
+    except BaseException as exc:
+        raise DecodeError(
+            f"not enough of the codestream yet: {type(exc).__name__}: {exc}", image_id=image_id
+        ) from exc
+    target = reduce.reduced_shape(params.rows, params.columns, level)
+    if pixels_out.shape[:2] != target:
+        pixels_out = reduce.downsample(pixels_out, *target)
+        lo, hi = float(pixels_out.min()), float(pixels_out.max())
+    return DecodedFrame(
+        pixels=pixels_out,
+        min_value=lo,
+        max_value=hi,
+        color=pixels_out.ndim == 3,
+        photometric_interpretation="RGB" if pixels_out.ndim == 3 else _grey_pi(params),
+        prescale=prescale,
+        decode_ms=(time.perf_counter() - start) * 1000.0,
+        codec=codec + "/partial",
         decode_level=level,
     )
 

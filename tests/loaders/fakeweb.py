@@ -3,7 +3,9 @@
 It serves one instance built from a real file: its metadata as DICOM JSON and its
 frames as multipart/related, with a fault chosen per test: a missing closing
 boundary, a wrong Content-Type, a body cut short, a slow body, an odd-offset frame,
-a single-part body, or a status. Every request is counted.
+a single-part body, a status, a body sent 2 KiB at a time ("drip"), or one that
+honours ``Range`` with 206 ("range"; otherwise ``Range`` is ignored). Every request
+is counted.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class FakeDicomWeb:
     hits: Counter[str] = field(default_factory=Counter)
     frame_requests: list[str] = field(default_factory=list)
     requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: "drip": bytes of the frames body sent so far; "range": the Range headers asked.
+    sent: int = 0
+    ranges: list[str] = field(default_factory=list)
 
     @property
     def base(self) -> str:
@@ -103,6 +108,30 @@ def build_app(state: FakeDicomWeb) -> web.Application:
             ctype = 'multipart/related; type="application/octet-stream"; boundary=other'
         if fault in ("cut", "slow"):
             return await cut_short(request, body, ctype, pause=30 if fault == "slow" else 0)
+        if fault == "drip":
+            resp = web.StreamResponse(
+                headers={"Content-Type": ctype, "Content-Length": str(len(body))}
+            )
+            await resp.prepare(request)
+            for start in range(0, len(body), 2048):
+                await resp.write(body[start : start + 2048])
+                state.sent = min(len(body), start + 2048)
+                await asyncio.sleep(0.005)
+            await resp.write_eof()
+            return resp
+        asked = request.headers.get("Range")
+        if fault == "range" and asked:
+            state.ranges.append(asked)
+            first, _, last = asked.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(int(last) if last else len(body) - 1, len(body) - 1)
+            return web.Response(
+                status=206,
+                body=body[start : end + 1],
+                headers={
+                    "Content-Type": ctype,
+                    "Content-Range": f"bytes {start}-{end}/{len(body)}",
+                },
+            )
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     app = web.Application()
