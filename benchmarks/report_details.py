@@ -103,30 +103,10 @@ def profile_sections(res: dict[str, Any]) -> list[str]:
     out = ["## Where the time goes", ""]
     if _ok(res, "profiles"):
         prof = {k: v for k, v in res["profiles"].items() if isinstance(v, dict)}
-        out += [
-            f"Tool: {res['profiles']['tool']}. CPU ms per frame by process, thread and "
-            "innermost recognised frame, start-up excluded. py-spy's idle detection does "
-            "not work on this VM: waits with a Python frame on top (select, locks, "
-            "sleeps) are dropped here, but a thread blocked inside a pipe read or write "
-            "still counts (the IPC rows include such waits). Raw stacks in the files named.",
-            "",
-        ]
-        cats = sorted({c for p in prof.values() for c in p.get("cpu_ms_per_frame", {})})
-        rows = [
-            [c, *(_f(p.get("cpu_ms_per_frame", {}).get(c, 0), 2) for p in prof.values())]
-            for c in cats
-        ]
-        rows.append(
-            [
-                "**wall ms per frame**",
-                *(_f(p["seconds"] / p["frames"] * 1000, 2) for p in prof.values()),
-            ]
-        )
-        rows.append(
-            ["event loop busy", *(_f(p.get("loop_busy_fraction", 0), 2) for p in prof.values())]
-        )
-        rows.append(["file", *(p["file"] for p in prof.values())])
-        out += _table(["category", *prof], rows)
+        if all("groups" in p for p in prof.values()):
+            out += _profile_groups(res["profiles"]["tool"], prof)
+        else:  # results from before the per-thread CPU was measured
+            out += _profile_flat(res["profiles"]["tool"], prof)
     if _ok(res, "costs"):
         costs = res["costs"]
         flat = {k: v for k, v in costs.items() if not isinstance(v, dict)}
@@ -283,3 +263,140 @@ def dataset_sections(res: dict[str, Any]) -> list[str]:
 def dataset_report(text: str, res: dict[str, Any]) -> str:
     """``text`` (the rendered report) with section 11 before its errors and figures."""
     return _insert_section(text, dataset_sections(res))
+
+
+PROFILE_GROUPS = (  # key, title, prefix of its rows
+    ("loop", "event loop thread", "loop"),
+    ("threads", "other threads of the main process", "threads"),
+    ("workers", "decode workers", "workers"),
+)
+
+
+def _profile_groups(tool: str, prof: dict[str, Any]) -> list[str]:
+    """One table: per thread group its measured CPU, then that CPU split by category."""
+    out = [
+        f"Tool: {tool}. Only the timed loads (warm workers; no imports, metadata "
+        "fetch or shutdown). **Bold rows are measured CPU** ms per frame: the event "
+        "loop thread's `time.thread_time()`, the main process's other threads "
+        "(process CPU minus the loop's), the decode workers' "
+        "`/proc/<pid>/task/*/schedstat`. The rows under a bold row split that CPU by "
+        "the share of the group's stack samples whose innermost recognised frame "
+        "names the category (each group's rows add up to its total); samples no rule "
+        "names are `unattributed / other` (a group with CPU but no sample is all "
+        "unattributed: pyinstrument samples the loop thread alone). Waits with a "
+        "Python frame on top (select, locks, sleeps, an idle pool thread) are dropped; "
+        "a thread blocked inside a pipe read or write still counts. `sampled (face "
+        "value)` is the samples unscaled: time on a core or runnable, so more than the "
+        "CPU when the thread waits for a core (`waiting for a core`: the loop thread's "
+        "run-queue time, from schedstat); a runnable thread's samples land where it "
+        "lost its core, often just after waking another process (the socket send to "
+        "Orthanc in the HTTP request row, the pipe write to a worker in the hand-off "
+        "row), so those rows may lean high when that wait is long. pyinstrument (the "
+        "fallback) times wall-clock and its hook adds CPU to Python-heavy code. Raw "
+        "collapsed stacks (and pyinstrument's HTML) in the files named.",
+        "",
+    ]
+    rows: list[list[Any]] = [
+        [
+            "**wall ms per frame**",
+            *(_f(p["seconds"] / p["frames"] * 1000, 2) for p in prof.values()),
+        ]
+    ]
+    for key, title, prefix in PROFILE_GROUPS:
+        groups = [p["groups"].get(key, {}) for p in prof.values()]
+        if not any(g.get("cpu_ms_per_frame") or g.get("sampled_ms_per_frame") for g in groups):
+            continue
+        total = [g.get("cpu_ms_per_frame") for g in groups]
+        if any(t is not None for t in total):
+            rows.append([f"**{title}: total CPU per frame**", *(_bold(t) for t in total)])
+        names: list[str] = []
+        for g in groups:
+            names += [n for n in g.get("categories", {}) if n not in names]
+        rows += [
+            [f"{prefix}: {n}", *(_f(g.get("categories", {}).get(n, 0), 2) for g in groups)]
+            for n in names
+        ]
+        rows.append(
+            [
+                f"{prefix}: sampled (face value)",
+                *(_f(g.get("sampled_ms_per_frame", 0), 2) for g in groups),
+            ]
+        )
+        if key == "loop":
+            rows.append(
+                [
+                    f"{prefix}: waiting for a core (run queue)",
+                    *(_f(g.get("runqueue_ms_per_frame", ""), 2) for g in groups),
+                ]
+            )
+    rows.append(
+        [
+            "other processes (resource tracker), sampled",
+            *(_f(p.get("other_processes_ms_per_frame", 0), 2) for p in prof.values()),
+        ]
+    )
+    rows.append(
+        [
+            "event loop busy (CPU / wall)",
+            *(_f(p.get("loop_busy_fraction", 0), 2) for p in prof.values()),
+        ]
+    )
+    rows.append(
+        [
+            "samples: loop / threads / workers",
+            *(
+                " / ".join(
+                    _count(p["groups"].get(k, {}).get("samples")) for k, _, _ in PROFILE_GROUPS
+                )
+                for p in prof.values()
+            ),
+        ]
+    )
+    rows.append(
+        [
+            "stacks py-spy could not read (left out)",
+            *(_count(p.get("sampling", {}).get("errors")) for p in prof.values()),
+        ]
+    )
+    rows.append(["tool", *(p.get("tool", "") for p in prof.values())])
+    rows.append(
+        ["file", *(" ".join(filter(None, (p["file"], p.get("html")))) for p in prof.values())]
+    )
+    return out + _table(["CPU ms per frame", *prof], rows)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _bold(value: float | None) -> str:
+    return "" if value is None else f"**{value:.2f}**"
+
+
+def _profile_flat(tool: str, prof: dict[str, Any]) -> list[str]:
+    out = [
+        f"Tool: {tool}. CPU ms per frame by process, thread and "
+        "innermost recognised frame, start-up excluded. py-spy's idle detection does "
+        "not work on this VM: waits with a Python frame on top (select, locks, "
+        "sleeps) are dropped here, but a thread blocked inside a pipe read or write "
+        "still counts (the IPC rows include such waits). Raw stacks in the files named.",
+        "",
+    ]
+    cats = sorted({c for p in prof.values() for c in p.get("cpu_ms_per_frame", {})})
+    if not cats:
+        out += ["No category: these runs kept no collapsed stacks to sort (HTML only).", ""]
+    rows = [
+        [c, *(_f(p.get("cpu_ms_per_frame", {}).get(c, 0), 2) for p in prof.values())] for c in cats
+    ]
+    rows.append(
+        [
+            "**wall ms per frame**",
+            *(_f(p["seconds"] / p["frames"] * 1000, 2) for p in prof.values()),
+        ]
+    )
+    if any("loop_busy_fraction" in p for p in prof.values()):
+        rows.append(
+            ["event loop busy", *(_f(p.get("loop_busy_fraction", 0), 2) for p in prof.values())]
+        )
+    rows.append(["file", *(p["file"] for p in prof.values())])
+    return out + _table(["category", *prof], rows)
