@@ -611,6 +611,7 @@ def image_router(
     *,
     request_type: str = "interaction",
     thumbnail_size: int = 128,
+    decode_levels: bool = True,
     immutable: Callable[[str], bool] = content_is_immutable,
     immutable_cache_control: str = IMMUTABLE_CACHE_CONTROL,
     revalidate_cache_control: str = REVALIDATE_CACHE_CONTROL,
@@ -627,7 +628,8 @@ def image_router(
     still covers it (:func:`covering_level`: a 512² JPEG 2000 frame asked for at
     128 is decoded at 128², not decoded in full and shrunk), then fits it. A router
     of ``request_type="thumbnail"`` serves thumbnails: a request without ``size``
-    gets ``thumbnail_size``.
+    gets ``thumbnail_size``. ``decode_levels=False`` always decodes in full (then
+    fits): what the route did before decode levels, kept for comparison.
     """
     if RequestType(request_type) is RequestType.THUMBNAIL:
         default_size: int | None = thumbnail_size
@@ -657,7 +659,8 @@ def image_router(
         if rendering is None:
             loader = get_loader(request)
             loader.access.check_scheme(image_id)
-            level = await covering_level(loader, image_id, size, request_type)
+            wanted = size if decode_levels else None
+            level = await covering_level(loader, image_id, wanted, request_type)
             image = await load_image(
                 request, image_id, request_type=request_type, decode_level=level
             )

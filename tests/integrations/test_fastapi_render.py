@@ -578,3 +578,15 @@ async def test_a_thumbnail_router_defaults_to_its_size(origin: Origin) -> None:
         # An explicit size still wins.
         bigger = await client.get("/thumbs" + image_path(image_id), params={"size": 200})
         assert png_array(bigger.content).shape == (200, 200)
+
+
+async def test_decode_levels_can_be_turned_off(origin: Origin) -> None:
+    access = AccessPolicy(schemes={"dicomfile"}, roots=[CORNERSTONE])
+    app = FastAPI(lifespan=imageloader_lifespan(access=access, max_web_workers=0))
+    app.include_router(image_router(decode_levels=False))
+    image_id = f"dicomfile:{CORNERSTONE / 'CTImage.dcm'}"
+    async with serve(app) as client:
+        response = await client.get(image_path(image_id), params={"size": 64})
+        assert png_array(response.content).shape == (64, 64)
+        assert image_id in loader_of(app).cache  # decoded in full, then fitted
+        assert level_key(image_id, 3) not in loader_of(app).cache
