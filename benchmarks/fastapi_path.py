@@ -51,7 +51,7 @@ from imageloader import ImageLoader
 from imageloader.image import Image
 from imageloader.render import encode_png, png_encoder, render_png, to_display
 
-from ._tables import _f, _ok, _r, _table
+from ._tables import _f, _insert_section, _ok, _r, _table
 from .environment import BenchEnv
 
 __all__ = ["fastapi_report", "fastapi_sections", "run_fastapi"]
@@ -558,12 +558,4 @@ def fastapi_sections(res: dict[str, Any]) -> list[str]:
 
 def fastapi_report(text: str, res: dict[str, Any]) -> str:
     """``text`` (the rendered report) with section 10 before its errors and figures."""
-    lines = fastapi_sections(res)
-    if not lines:
-        return text
-    section = "\n".join(lines) + "\n"
-    for marker in ("\n## Errors\n", "\n## Figures\n"):
-        at = text.find(marker)
-        if at >= 0:
-            return text[: at + 1] + section + text[at + 1 :]
-    return text + "\n" + section
+    return _insert_section(text, fastapi_sections(res))

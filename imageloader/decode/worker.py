@@ -103,6 +103,18 @@ def decode_frame(
         raise DecodeError(
             f"could not decode the frame: {type(exc).__name__}: {exc}", image_id=image_id
         ) from exc
+    return _decoded(frame, params, level, codec, start)
+
+
+def _decoded(
+    frame: tuple[npt.NDArray[Any], float, float, PreScale],
+    params: PixelParams,
+    level: int,
+    codec: str,
+    start: float,
+) -> DecodedFrame:
+    """The DecodedFrame of contract pixels, downsampled the rest of the way to ``level``
+    where the codec reduced less (or not at all)."""
     pixels_out, lo, hi, prescale = frame
     if level:
         target = reduce.reduced_shape(params.rows, params.columns, level)
@@ -154,28 +166,14 @@ def decode_partial(
         if reduced is None:
             raise DecodeError("no HTJ2K decoder with reduction installed", image_id=image_id)
         decoded, codec = reduced
-        pixels_out, lo, hi, prescale = _to_contract(decoded, params, options)
+        frame = _to_contract(decoded, params, options)
     except (ImageLoaderError, *CONTROL_FLOW):
         raise
     except BaseException as exc:
         raise DecodeError(
             f"not enough of the codestream yet: {type(exc).__name__}: {exc}", image_id=image_id
         ) from exc
-    target = reduce.reduced_shape(params.rows, params.columns, level)
-    if pixels_out.shape[:2] != target:
-        pixels_out = reduce.downsample(pixels_out, *target)
-        lo, hi = float(pixels_out.min()), float(pixels_out.max())
-    return DecodedFrame(
-        pixels=pixels_out,
-        min_value=lo,
-        max_value=hi,
-        color=pixels_out.ndim == 3,
-        photometric_interpretation="RGB" if pixels_out.ndim == 3 else _grey_pi(params),
-        prescale=prescale,
-        decode_ms=(time.perf_counter() - start) * 1000.0,
-        codec=codec + "/partial",
-        decode_level=level,
-    )
+    return _decoded(frame, params, level, codec + "/partial", start)
 
 
 def _check_params(
