@@ -9,10 +9,11 @@ As Cornerstone3D's streaming retrieve (``IRetrieveConfiguration``: ``streaming``
 - The frame is fetched once, with the stored transfer syntax (``transfer-syntax=*``),
   and read as it streams. While an **HTJ2K** frame arrives, each of ``levels``
   (coarsest first; default ``(2,)``, a quarter of each side) is decoded from the
-  bytes so far as soon as OpenJPH can (:func:`~imageloader.decode.worker.decode_partial`:
-  measured on the corpus CT, 512² lossless, 128² from the first 5% of the
-  codestream, 256² from the first 10%), and yielded: ``image.decode_level`` says
-  which. Then the complete frame, decoded in the decode pool as any load, is
+  bytes so far as soon as OpenJPH can (:func:`~imageloader.decode.worker.decode_partial`),
+  and yielded: ``image.decode_level`` says which. Such an image can be coarse
+  (code-blocks still missing): on the corpus CT, 512² lossless, a 128² image decodes
+  from the first 4 KiB, and equals the complete codestream's level 2 from 16 KiB
+  (9%) on. Then the complete frame, decoded in the decode pool as any load, is
   yielded last; it is the one cached (``IMAGE_LOADED``). Each earlier image is an
   ``IMAGE_LOAD_STAGE`` event (``image``, ``decode_level``, ``bytes_received``).
 - **Byte ranges** (``range_bytes=n``, Cornerstone's ``chunkSize``): the first request

@@ -5,6 +5,9 @@ Cornerstone3D's ``decodeLevel``. Level ``n`` gives ``ceil(rows / 2ⁿ)`` ×
 
 - **HTJ2K** decodes only the resolutions it needs (OpenJPH through
   ``imagecodecs.htj2k_decode(skipres=n)``): 128² of a 512² CT in ~0.2 ms against ~2 ms.
+  OpenJPH does not clamp a reduced resolution: a frame whose reduced samples reach
+  the outer sixteenth of their container's range, where a wrapped value lands
+  (:func:`may_have_wrapped`), is decoded in full and downsampled instead.
 - **JPEG 2000** likewise through OpenJPEG's ``reduce`` (glymur, a ctypes binding
   to the system's libopenjp2: Debian ``libopenjp2-7``; ``imageloader[codecs]``
   installs glymur). glymur reads files, so the codestream goes through a temporary
@@ -37,7 +40,14 @@ from .codecs import _OPENJPH_ERRORS, CodecOutput, _j2k_photometric, prepare_pill
 from .params import PixelParams
 from .syntaxes import CodestreamInfo, Family, jpeg_is_ycbcr
 
-__all__ = ["MAX_DECODE_LEVEL", "check_level", "downsample", "reduced_decode", "reduced_shape"]
+__all__ = [
+    "MAX_DECODE_LEVEL",
+    "check_level",
+    "downsample",
+    "may_have_wrapped",
+    "reduced_decode",
+    "reduced_shape",
+]
 
 #: 1/32 of each side: a 512² frame as 16².
 MAX_DECODE_LEVEL = 5
@@ -122,6 +132,27 @@ def _jpeg8(
     return CodecOutput(pixels, "RGB" if ycbcr else params.photometric_interpretation, 8)
 
 
+def may_have_wrapped(pixels: npt.NDArray[Any]) -> bool:
+    """Whether OpenJPH's reduced samples may hold values that wrapped around.
+
+    A reduced resolution is the wavelet's low band, which overshoots the data near
+    sharp edges (a quarter of the step, measured); OpenJPH converts it to the
+    container without clamping, so an overshoot past 0 or the container's top
+    wraps to the far end (air beside the edge of a CT's field of view becomes
+    white). A wrapped value lands in the outer sixteenth of the container's range
+    (an unsigned undershoot at the top), or beside data that lies there itself: a
+    frame with any value there is decoded in full instead. For unsigned data only
+    the top can hold one (an overshoot past the top needs data near the top).
+    """
+    if pixels.dtype.kind not in "iu" or not pixels.size:
+        return False
+    info = np.iinfo(pixels.dtype)
+    margin = (int(info.max) - int(info.min) + 1) // 16
+    if bool(pixels.max() > info.max - margin):
+        return True
+    return pixels.dtype.kind == "i" and bool(pixels.min() < info.min + margin)
+
+
 def reduced_decode(
     family: Family,
     data: bytes | bytearray | memoryview,
@@ -145,6 +176,8 @@ def reduced_decode(
             pixels = imagecodecs.htj2k_decode(bytes(data), skipres=j2k_level)
         if caught:
             raise RuntimeError(f"htj2k_decode: {caught[0].exc_value}")
+        if may_have_wrapped(pixels):
+            return None
         output = CodecOutput(pixels, _j2k_photometric(params), precision)
         return output, "imagecodecs-htj2k"
     elif family is Family.JPEG2000:

@@ -146,9 +146,11 @@ def decode_partial(
 ) -> DecodedFrame:
     """The first part of an HTJ2K codestream (a frame still arriving) at decode ``level``.
 
-    OpenJPH decodes the resolutions it needs from a codestream cut short, once the
-    bytes of those resolutions are in (RPCL order puts them first; measured on the
-    corpus CT, 512² lossless: 128² from the first 5%, 256² from the first 10%).
+    OpenJPH decodes the resolutions it needs from a codestream cut short (RPCL order
+    puts them first): coarse while their code-blocks are still arriving, exact once
+    they are in (the corpus CT, 512² lossless: a 128² image from the first 4 KiB,
+    equal to the complete codestream's from 16 KiB, 9%). A reduction that may have
+    wrapped (:func:`~.reduce.may_have_wrapped`) is refused like too little data.
     Raises DecodeError while too little has arrived (try again with more), and for
     any other syntax: there, no installed binding decodes a truncated codestream.
     """
@@ -164,7 +166,10 @@ def decode_partial(
     try:
         reduced = reduce.reduced_decode(Family.HTJ2K, data, params, info, level)
         if reduced is None:
-            raise DecodeError("no HTJ2K decoder with reduction installed", image_id=image_id)
+            raise DecodeError(
+                "no HTJ2K reduction to trust yet (none installed, or its samples may have wrapped)",
+                image_id=image_id,
+            )
         decoded, codec = reduced
         frame = _to_contract(decoded, params, options)
     except (ImageLoaderError, *CONTROL_FLOW):

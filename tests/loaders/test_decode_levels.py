@@ -173,3 +173,45 @@ async def test_without_glymur_jpeg2000_falls_back_to_downsampling(
         half = await loader.load_image(image_id, decode_level=1)
     expected = np.rint(block_mean(full.pixel_data, 256, 256)).astype(full.pixel_data.dtype)
     np.testing.assert_array_equal(half.pixel_data, expected)
+
+
+def test_openjph_reductions_that_may_have_wrapped_are_not_used(tmp_path: Path) -> None:
+    """Unsigned data beside an edge: OpenJPH's low band undershoots 0 and wraps to
+    ~65535. Such a frame is decoded in full and downsampled instead."""
+    import imagecodecs
+    import pydicom
+
+    from imageloader.decode.reduce import may_have_wrapped
+    from tests.support.encoders import quiet
+
+    stored = np.zeros((512, 512), np.uint16)
+    stored[100:300, 100:300] = 3000
+    assert may_have_wrapped(imagecodecs.htj2k_decode(imagecodecs.htj2k_encode(stored), skipres=2))
+    signed = stored.astype(np.int16) - 1000
+    assert not may_have_wrapped(
+        imagecodecs.htj2k_decode(imagecodecs.htj2k_encode(signed), skipres=2)
+    )
+    # Through the loader: the level equals the block mean of the full frame.
+    with quiet():
+        ds = pydicom.dcmread(CORNERSTONE / "CTImage.dcm")
+    ds.PixelRepresentation = 0
+    ds.PixelData = stored.tobytes()
+    ds.RescaleIntercept = -1024
+    path = tmp_path / "unsigned.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    [variant] = make_variants(
+        tmp_path / "variants", ct=path, rgb=CORNERSTONE / "TestPattern_RGB.dcm",
+        names={"ct-htj2k-lossless"},
+    )  # fmt: skip
+
+    async def levels() -> tuple[Any, Any]:
+        async with ImageLoader(max_web_workers=0) as loader:
+            image_id = f"dicomfile:{variant.path}"
+            return await loader.load_image(image_id), await loader.load_image(
+                image_id, decode_level=2
+            )
+
+    full, small = asyncio.run(levels())
+    assert small.pixel_data.dtype == full.pixel_data.dtype == np.int16
+    expected = np.rint(block_mean(full.pixel_data, 128, 128)).astype(np.int16)
+    np.testing.assert_array_equal(small.pixel_data, expected)
