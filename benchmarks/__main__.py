@@ -40,6 +40,7 @@ SECTIONS = (
     "cornerstone_loader",
     "fastapi",
     "dataset",
+    "progressive",
 )
 
 
@@ -96,6 +97,10 @@ def _runner(name: str, env: BenchEnv, log: Callable[[str], None], stamp: str) ->
         from .dataset import run_dataset
 
         return asyncio.run(run_dataset(env, log))
+    if name == "progressive":
+        from .progressive import run_progressive
+
+        return asyncio.run(run_progressive(env, log))
     raise ValueError(name)
 
 
@@ -199,13 +204,14 @@ def _write(results: dict[str, Any], stamp: str, *, full: bool) -> None:
     from .fastapi_path import fastapi_report
     from .plots import make_plots
     from .report import render
-    from .report_details import dataset_report
+    from .report_details import dataset_report, progressive_report
 
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plots = make_plots(results, RESULTS, stamp)
     text = render(results, [p.name for p in plots])
     text = fastapi_report(text, results)  # section 10, before the errors and figures
     text = dataset_report(text, results)  # section 11, after it
+    text = progressive_report(text, results)  # section 12, after that
     (RESULTS / f"{stamp}.md").write_text(text)
     if full:
         latest = text

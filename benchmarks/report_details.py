@@ -1,5 +1,6 @@
 """The report's later sections: priorities, memory, multi-frame, core, where the time goes,
-and the dataset job (section 11, placed after section 10 by :func:`dataset_report`)."""
+the dataset job (section 11, placed after section 10 by :func:`dataset_report`) and
+decode levels and progressive loading (section 12, :func:`progressive_report`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Any
 
 from ._tables import _f, _insert_section, _ok, _r, _table
 
-__all__ = ["dataset_report", "dataset_sections", "profile_sections", "rest_sections"]
+__all__ = [
+    "dataset_report",
+    "dataset_sections",
+    "profile_sections",
+    "progressive_report",
+    "progressive_sections",
+    "rest_sections",
+]
 
 MEMORY_ROWS = (
     "series_decoded_mib",
@@ -263,6 +271,187 @@ def dataset_sections(res: dict[str, Any]) -> list[str]:
 def dataset_report(text: str, res: dict[str, Any]) -> str:
     """``text`` (the rendered report) with section 11 before its errors and figures."""
     return _insert_section(text, dataset_sections(res))
+
+
+PROGRESSIVE_TITLE = "## 12. Decode levels and progressive loading (issue 15)"
+
+
+def _failed(key: str, part: dict[str, Any]) -> list[str]:
+    return [f"{key}: failed: {part['error']}", ""]
+
+
+def _progressive_levels(lv: dict[str, Any]) -> list[str]:
+    goal = lv["goal"]
+    levels = list(lv["cases"][0]["levels"])
+    rows = []
+    for case in lv["cases"]:
+        cells = [case["syntax"], _f(case["kib"], 1)]
+        cells += [_f(case["levels"][n]["ms"], 2) for n in levels]
+        cells += [_r(case["levels"][n]["ratio"]) for n in levels[1:]]
+        cells.append(" / ".join(f"`{case['levels'][n]['codec']}`" for n in levels))
+        rows.append(cells)
+    sizes = ", ".join(
+        f"{n}: {'×'.join(map(str, lv['cases'][0]['levels'][n]['shape']))}" for n in levels
+    )
+    return [
+        f"Decode levels, in this process on one thread: `decode_frame(data, params, "
+        f"DecodeOptions(decode_level=n))` on the {lv['image']} (level {sizes}). ms per "
+        f"frame: each round gives every case {lv['budget_s']:.2f} s in turn, median of "
+        f"{lv['rounds']} rounds; ratio = full ms / level ms; the codec `decode_frame` "
+        "reports at levels 0 / 1 / 2 / 3 (`+downsample`: decoded in full, then reduced).",
+        "",
+        *_table(
+            [
+                "goal",
+                "measured",
+                "met",
+            ],
+            [
+                [
+                    f"≥ {goal['target']:g}× faster at level {goal['level']} than in full "
+                    f"on {goal['syntax']}",
+                    _r(goal["ratio"]),
+                    _yes(goal["met"]),
+                ]
+            ],
+        ),
+        *_table(
+            [
+                "syntax",
+                "KiB",
+                *(f"level {n} ms" if n != "0" else "full ms" for n in levels),
+                *(f"full / level {n}" for n in levels[1:]),
+                "codec at levels 0 / 1 / 2 / 3",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _progressive_stages(st: dict[str, Any]) -> list[str]:
+    stages, full = st["stages"], st["full"]
+    shapes = " then ".join(
+        f"{'×'.join(map(str, shape))} (level {level})"
+        for shape, level in zip(stages["shapes"], stages["decode_levels"], strict=False)
+    )
+    rows = [
+        [
+            "`iter_image_stages`: first image",
+            _f(stages["first_s"] * 1000, 1),
+            f"{_r(st['full_vs_first'])} (time to full without stages / time to first image)",
+        ],
+        [
+            "`iter_image_stages`: last image (full)",
+            _f(stages["last_s"] * 1000, 1),
+            _r(st["full_vs_last"]),
+        ],
+        ["`load_image` (full, no stages)", _f(full["s"] * 1000, 1), _r(1.0)],
+    ]
+    notes = []
+    if stages.get("first_bytes_received"):
+        notes.append(
+            f"The first image was decoded from the first {stages['first_bytes_received']:,.0f} "
+            f"bytes of the body (median; {stages['first_bytes_received'] / st['body_bytes']:.1%})."
+        )
+    check = st.get("first_vs_complete_level")
+    if check:
+        exact = check.get("exact_from_codestream_bytes")
+        at_link = (
+            f", about {exact / (st['link_mb_per_s'] * 1e6) * 1000:.0f} ms into the transfer "
+            "at the link's rate"
+            if exact
+            else ""
+        )
+        notes.append(
+            f"Against the same level decoded from the complete codestream, the first image "
+            f"differs in {check['differing_pixels']:,.0f} of {check['pixels']:,} pixels (median "
+            f"over rounds; max abs difference {check['max_abs_diff']:g}). `decode_partial` "
+            f"gives exactly that level from the first "
+            + (f"{exact:,} bytes of the codestream{at_link}." if exact else "— only the whole.")
+        )
+    return [
+        f"Time to first image, one {'×'.join(map(str, full['shape']))} HTJ2K frame "
+        f"(`{st['file']}`, codestream {st['codestream_bytes']:,} bytes) from a local aiohttp "
+        f"server that sends the frames body {st['chunk_bytes']:,} bytes at a time with "
+        f"{st['pause_ms']:g} ms asleep between ({st['send_s'] * 1000:.0f} ms to send the "
+        f"{st['body_bytes']:,}-byte body: {st['link_mb_per_s']:.2f} MB/s; no latency: the "
+        "first chunk leaves at once). `async for image in loader.iter_image_stages(image_id, "
+        f"levels={tuple(st['levels'])})` ({shapes}) against `await loader.load_image(image_id)`;"
+        " a fresh `ImageLoader(max_web_workers=1)` per side and round, workers warmed and "
+        "the metadata loaded before the clock starts; ms from the call, median of "
+        f"{st['rounds']} interleaved rounds.",
+        "",
+        *_table(["", "ms", "`load_image` ms / this"], rows),
+        *([" ".join(notes), ""] if notes else []),
+    ]
+
+
+def _progressive_thumbnails(th: dict[str, Any]) -> list[str]:
+    sides = th["sides"]
+    names = {
+        "levels": "`image_router()`: decoded at the covering level, then fitted",
+        "full_then_fit": "`image_router(decode_levels=False)`: decoded in full, then fitted",
+    }
+    rows = [
+        [
+            names[key],
+            _f(s["images_per_s"], 1),
+            _f(s["s"], 2),
+            _f(s["cpu_ms_per_image"]["app"], 1),
+            _f(s["cpu_ms_per_image"]["workers"], 1),
+            ", ".join("×".join(map(str, shape)) for shape in s["png_shapes"]),
+            _f(s["png_kib"], 1),
+        ]
+        for key, s in sides.items()
+    ]
+    return [
+        f"The FastAPI thumbnail route: `GET /images/{{id}}?size={th['size']}` for "
+        f"{th['images']} distinct frames of the {th['series']} series (JPEG 2000 lossless, "
+        f"512² 16-bit) from the private Orthanc, {th['concurrency']} requests at a time "
+        "(aiohttp), from an app `FastAPI(lifespan=imageloader_lifespan(access=AccessPolicy("
+        f"...), max_web_workers={th['workers']}))` served by uvicorn in its own process, "
+        "started for the round (so every load is cold; one untimed request of another frame "
+        f"first); Orthanc warmed by an untimed pass; median of {th['rounds']} interleaved "
+        "rounds; CPU of the app and its decode workers from `/proc`.",
+        "",
+        *_table(
+            [
+                "route",
+                "images/s",
+                "s",
+                "app CPU ms / image",
+                "workers CPU ms / image",
+                "PNG",
+                "PNG KiB",
+            ],
+            rows,
+        ),
+        f"Decode levels / full then fit: {_r(th['ratio'])} images/s.",
+        "",
+    ]
+
+
+def progressive_sections(res: dict[str, Any]) -> list[str]:
+    """Section 12 (empty when it did not run or failed as a whole)."""
+    if not _ok(res, "progressive"):
+        return []
+    p = res["progressive"]
+    out = [PROGRESSIVE_TITLE, ""]
+    for key, render in (
+        ("levels", _progressive_levels),
+        ("stages", _progressive_stages),
+        ("thumbnails", _progressive_thumbnails),
+    ):
+        part = p.get(key)
+        if part is None:
+            continue
+        out += _failed(key, part) if "error" in part else render(part)
+    return out
+
+
+def progressive_report(text: str, res: dict[str, Any]) -> str:
+    """``text`` (the rendered report) with section 12 before its errors and figures."""
+    return _insert_section(text, progressive_sections(res))
 
 
 PROFILE_GROUPS = (  # key, title, prefix of its rows
