@@ -369,9 +369,36 @@ def _level_reference(path: Path, level: int) -> tuple[np.ndarray, int | None]:
     return np.asarray(frame.pixels, dtype=np.float64), exact
 
 
+def _corpus_htj2k(folder: Path) -> Path:
+    """The corpus CT (signed 16-bit) as an HTJ2K lossless file (OpenJPH, RPCL).
+
+    Not the phantom series: its stored values are unsigned, and OpenJPH's reduced
+    resolutions of unsigned data may wrap, so the loader decodes those frames in
+    full and they get no early stage (``imageloader.decode.reduce.may_have_wrapped``).
+    """
+    import imagecodecs
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(CORPUS / "CTImage.dcm")
+        stream = bytes(imagecodecs.htj2k_encode(ds.pixel_array, reversible=True))
+        ds.PixelData = encapsulate([stream])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        ds.file_meta.TransferSyntaxUID = HTJ2K_LOSSLESS
+        path = folder / "ct-htj2k.dcm"
+        ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 async def _stages(env: BenchEnv, profile: Profile, log: Log) -> dict[str, Any]:
-    series = env.series["htj2k"]
-    path = series.paths[len(series.paths) // 2]
+    with tempfile.TemporaryDirectory() as folder:
+        return await _stages_of(_corpus_htj2k(Path(folder)), profile, log)
+
+
+async def _stages_of(path: Path, profile: Profile, log: Log) -> dict[str, Any]:
     reference, exact_bytes = _level_reference(path, STAGE_LEVELS[0])
     with _throttled_server(path) as server:
         await _full_round(server.image_id)  # untimed: imports, the first connection
@@ -397,7 +424,7 @@ async def _stages(env: BenchEnv, profile: Profile, log: Log) -> dict[str, Any]:
     received = [r["first_bytes_received"] for r in stage_runs if r["first_bytes_received"]]
     result = {
         "rounds": profile.stage_rounds,
-        "file": f"{series.name}/{path.name}",
+        "file": f"corpus CTImage.dcm as HTJ2K lossless ({path.name})",
         "body_bytes": body,
         "codestream_bytes": codestream,
         "chunk_bytes": CHUNK,
