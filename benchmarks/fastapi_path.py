@@ -109,8 +109,18 @@ def _example_app(env: BenchEnv) -> Iterator[tuple[str, int]]:
     host = urlsplit(env.dicomweb).netloc
     environment = {**os.environ, "IMAGELOADER_SCHEMES": "wadors", "IMAGELOADER_HOSTS": host}
     command = [sys.executable, str(APP), "--port", str(port), "--workers", str(WORKERS)]
+    with app_process(command, port, env=environment) as served:
+        yield served
+
+
+@contextmanager
+def app_process(
+    command: list[str], port: int, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[tuple[str, int]]:
+    """Run an app's ``command`` serving on ``port``: its URL and pid. Stopped with
+    SIGINT (killed after 30 s); a traceback in its output fails the measurement."""
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, env=environment, stdout=log, stderr=log)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=log)
         try:
             yield f"http://127.0.0.1:{port}", process.pid
         finally:

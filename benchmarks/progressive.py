@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,7 +51,7 @@ from imageloader.decode.worker import decode_frame
 
 from .bench_codecs import CORPUS, Case, _case, _htj2k_cases, ms_per_call
 from .environment import BenchEnv
-from .fastapi_path import _children, _cpu, _free_port, _started
+from .fastapi_path import _children, _cpu, _free_port, _started, app_process
 
 __all__ = ["run_progressive"]
 
@@ -493,7 +492,6 @@ def serve(port: int, host: str, decode_levels: bool) -> None:
 
 @contextmanager
 def _thumbnail_app(env: BenchEnv, decode_levels: bool) -> Iterator[tuple[str, int]]:
-    import signal
 
     port = _free_port()
     host = urlsplit(env.dicomweb).netloc
@@ -506,21 +504,8 @@ def _thumbnail_app(env: BenchEnv, decode_levels: bool) -> Iterator[tuple[str, in
         host,
         "1" if decode_levels else "0",
     ]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
-        try:
-            yield f"http://127.0.0.1:{port}", process.pid
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.seek(0)
-            output = log.read().decode(errors="replace")
-            if "Traceback" in output:
-                raise RuntimeError(f"the app failed:\n{output[-3000:]}")
+    with app_process(command, port, cwd=ROOT) as served:
+        yield served
 
 
 def _png_size(body: bytes) -> list[int]:
