@@ -9,12 +9,13 @@ As Cornerstone3D's streaming retrieve (``IRetrieveConfiguration``: ``streaming``
 - The frame is fetched once, with the stored transfer syntax (``transfer-syntax=*``),
   and read as it streams. While an **HTJ2K** frame arrives, each of ``levels``
   (coarsest first; default ``(2,)``, a quarter of each side) is decoded from the
-  bytes so far as soon as OpenJPH can (:func:`~imageloader.decode.worker.decode_partial`),
-  and yielded: ``image.decode_level`` says which. Such an image can be coarse
-  (code-blocks still missing): on the corpus CT, 512² lossless, a 128² image decodes
-  from the first 4 KiB, and equals the complete codestream's level 2 from 16 KiB
-  (9%) on. Then the complete frame, decoded in the decode pool as any load, is
-  yielded last; it is the one cached (``IMAGE_LOADED``). Each earlier image is an
+  bytes so far (:func:`~imageloader.decode.worker.decode_partial`) and yielded once it
+  is complete: when a decode from at least 4 KiB more gives the same pixels (OpenJPH
+  decodes a level from a few KiB, coarse while its code-blocks still arrive: on the
+  corpus CT, 512² lossless, from 4 KiB on, but equal to the complete codestream's
+  level 2 only from 16 KiB, 9%). ``image.decode_level`` says which level it is.
+  Then the complete frame, decoded in the decode pool as any load, is yielded
+  last; it is the one cached (``IMAGE_LOADED``). Each earlier image is an
   ``IMAGE_LOAD_STAGE`` event (``image``, ``decode_level``, ``bytes_received``).
 - **Byte ranges** (``range_bytes=n``, Cornerstone's ``chunkSize``): the first request
   asks for ``Range: bytes=0-(n-1)``. A server that answers 206 sends that much;
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import numpy as np
 
 from . import events as ev
 from .context import LoadContext
@@ -171,6 +173,10 @@ async def _fetch(
     image_id = ctx.image_id
     pending = list(levels)
     tried_at = 0
+    # The last decode of the pending level: a stage is yielded once a decode from
+    # more bytes gives the same pixels (its resolutions are complete), never while
+    # its code-blocks are still arriving.
+    previous: dict[int, Any] = {}
 
     async def stages() -> None:
         """Decode the next stage from the bytes so far, if enough have come."""
@@ -204,6 +210,10 @@ async def _fetch(
                 )
             except ImageLoaderError:
                 return  # not enough yet
+            before = previous.get(level)
+            previous[level] = decoded.pixels
+            if before is None or not np.array_equal(before, decoded.pixels):
+                return  # still changing: more of this level's data is on its way
             pending.pop(0)
             from .decode.image import create_image
 

@@ -55,6 +55,11 @@ async def test_a_dripping_htj2k_frame_sharpens_as_it_arrives(htj2k: Path) -> Non
     assert [s["decode_level"] for s in stages] == [3, 1]
     np.testing.assert_array_equal(images[-1].pixel_data, plain.pixel_data)
     assert web.hits["frames"] == 1  # one fetch for every stage (the plain load: cached)
+    # Each stage is its level complete: what the whole codestream gives at that level.
+    async with ImageLoader(max_web_workers=0) as other:
+        for image in images[:-1]:
+            whole = await other.load_image(f"dicomfile:{htj2k}", decode_level=image.decode_level)
+            np.testing.assert_array_equal(image.pixel_data, whole.pixel_data)
     # A stage is close to the full frame downsampled.
     coarse = images[0].pixel_data.astype(float)
     full = plain.pixel_data.astype(float).reshape(64, 8, 64, 8).mean(axis=(1, 3))
