@@ -42,11 +42,18 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 
 from . import events as ev
 from .context import LoadContext
+from .decode.image import create_image
+from .decode.params import PixelParams
 from .decode.syntaxes import SYNTAXES, Family
 from .decode.worker import decode_partial
+from .dicom.image import decode_to_image
+from .dicom.modules import pixel_params_from_modules
+from .dicom.multipart import is_multipart, transfer_syntax_from_content_type
+from .dicom.wadors import parse_wadors_id, part_syntax, split_frames, wadors_options
 from .errors import FetchError, ImageLoaderError, ResponseFormatError
 from .image import Image
 from .levels import check_level
@@ -79,8 +86,6 @@ class _Stream:
         """Find the first part's headers (once they are in): its syntax and data start."""
         if self.data_start is not None:
             return
-        from .dicom.multipart import is_multipart, transfer_syntax_from_content_type
-
         if not is_multipart(self.content_type):
             self.data_start = 0
             self.syntax = transfer_syntax_from_content_type(self.content_type)
@@ -122,8 +127,6 @@ async def iter_image_stages(
     if split_scheme(image_id)[0] != "wadors" or not wanted:
         yield await loader.load_and_cache_image(image_id, request_type=rtype, priority=priority)
         return
-    from .dicom.wadors import parse_wadors_id, wadors_options
-
     ref = parse_wadors_id(image_id)
     await loader.load_metadata([image_id], request_type=rtype)
     modules = loader.metadata.modules(image_id)
@@ -173,27 +176,31 @@ async def _fetch(
     image_id = ctx.image_id
     pending = list(levels)
     tried_at = 0
-    # The last decode of the pending level: a stage is yielded once a decode from
-    # more bytes gives the same pixels (its resolutions are complete), never while
-    # its code-blocks are still arriving.
-    previous: dict[int, Any] = {}
+    params: PixelParams | None = None
+    # The last decode of pending[0]: a stage is yielded once a decode from more bytes
+    # gives the same pixels (its resolutions are complete), never while its
+    # code-blocks are still arriving.
+    previous: npt.NDArray[Any] | None = None
 
     async def stages() -> None:
-        """Decode the next stage from the bytes so far, if enough have come."""
-        nonlocal tried_at
+        """Decode the next stage from the bytes so far, if enough have come.
+
+        Attempts are spaced by a quarter of what had arrived (at least 4 KiB), so a
+        level that never decodes costs a few copies of the body, not one per chunk.
+        """
+        nonlocal tried_at, params, previous
         stream.locate()
         if not pending or stream.data_start is None or stream.syntax is None:
             return
-        syntax = SYNTAXES.get(stream.syntax)
-        if syntax is None or syntax.family is not Family.HTJ2K:
-            pending.clear()  # nothing decodes this syntax before it is complete
-            return
-        if len(stream.body) - tried_at < _STEP:
+        if params is None:
+            syntax = SYNTAXES.get(stream.syntax)
+            if syntax is None or syntax.family is not Family.HTJ2K:
+                pending.clear()  # nothing decodes this syntax before it is complete
+                return
+            params = pixel_params_from_modules(modules, stream.syntax)
+        if len(stream.body) < tried_at + max(_STEP, tried_at // 4):
             return
         tried_at = len(stream.body)
-        from .dicom.modules import pixel_params_from_modules
-
-        params = pixel_params_from_modules(modules, stream.syntax)
         data = bytes(stream.data)
         while pending:
             level = pending[0]
@@ -210,13 +217,11 @@ async def _fetch(
                 )
             except ImageLoaderError:
                 return  # not enough yet
-            before = previous.get(level)
-            previous[level] = decoded.pixels
+            before, previous = previous, decoded.pixels
             if before is None or not np.array_equal(before, decoded.pixels):
                 return  # still changing: more of this level's data is on its way
             pending.pop(0)
-            from .decode.image import create_image
-
+            previous = None
             image = create_image(
                 image_id,
                 decoded,
@@ -281,10 +286,6 @@ async def _final(
     loader: ImageLoader, ctx: LoadContext, url: str, stream: _Stream, modules: dict[str, Any]
 ) -> Image:
     """The complete frame, decoded as any load, cached, announced."""
-    from .dicom.image import decode_to_image
-    from .dicom.modules import pixel_params_from_modules
-    from .dicom.wadors import part_syntax, split_frames
-
     image_id = ctx.image_id
     [part] = split_frames(bytes(stream.body), stream.content_type, 1, image_id, url)
     syntax = part_syntax(part)

@@ -32,6 +32,7 @@ import gzip
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,33 +53,24 @@ _STORED: dict[tuple[Any, Any], np.dtype[Any]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
 class NiftiLayout:
     """What a series' NIfTI file holds: shape, voxel type, scaling and affine."""
 
-    __slots__ = ("affine", "codes", "dtype", "inter", "rgb", "shape", "slope", "stored", "zooms")
+    shape: tuple[int, int, int]  # (columns, rows, slices)
+    dtype: np.dtype[Any]  # the values' dtype (the volume's)
+    affine: np.ndarray[Any, Any]  # 4x4, RAS+
+    codes: int  # qform_code and sform_code
+    rgb: bool = False  # uint8 frames of three samples: RGB24 voxels
+    stored: np.dtype[Any] | None = None  # the integers on disk, when scaled
+    slope: float = 1.0
+    inter: float = 0.0
 
-    def __init__(
-        self,
-        shape: tuple[int, int, int],
-        dtype: np.dtype[Any],
-        affine: np.ndarray[Any, Any],
-        codes: int,
-        *,
-        rgb: bool = False,
-        stored: np.dtype[Any] | None = None,
-        slope: float = 1.0,
-        inter: float = 0.0,
-    ) -> None:
-        self.shape = shape  # (columns, rows, slices)
-        self.dtype = dtype  # the values' dtype (the volume's)
-        self.affine = affine  # 4x4, RAS+
-        self.codes = codes  # qform_code and sform_code
-        self.rgb = rgb  # uint8 frames of three samples: RGB24 voxels
-        self.stored = stored  # the integers on disk, when scaled
-        self.slope = slope
-        self.inter = inter
-        #: Voxel size (mm) along each axis: the lengths of the affine's columns.
-        self.zooms = tuple(float(np.linalg.norm(affine[:3, i])) for i in range(3))
+    @property
+    def zooms(self) -> tuple[float, float, float]:
+        """Voxel size (mm) along each axis: the lengths of the affine's columns."""
+        x, y, z = (float(np.linalg.norm(self.affine[:3, i])) for i in range(3))
+        return x, y, z
 
     @property
     def datatype(self) -> str:
