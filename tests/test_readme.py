@@ -65,6 +65,18 @@ def _blocks(kind: str) -> list[object]:
     ]
 
 
+def test_readme_blocks_use_only_files_pydicom_itself_ships() -> None:
+    """``get_testdata_file`` names in the README must be pydicom's own files: the
+    suite has pydicom-data installed, a user who followed the README has not."""
+    import pydicom
+
+    shipped = Path(pydicom.__file__).parent / "data" / "test_files"
+    names = re.findall(r"get_testdata_file\(\"([^\"]+)\"\)", README.read_text())
+    assert names, "the README's in-memory files block uses get_testdata_file"
+    for name in names:
+        assert (shipped / name).is_file(), f"{name} is not shipped with pydicom itself"
+
+
 def test_the_readme_has_the_blocks_this_file_runs() -> None:
     kinds = sorted(_kind(block) for block in BLOCKS)
     assert set(kinds) == {"dataset", "fastapi", "orthanc", "plain"}, kinds  # each kind is run
